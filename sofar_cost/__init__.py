@@ -1,0 +1,1 @@
+"""sofar-cost: exact cost accounting for binary CNNs."""

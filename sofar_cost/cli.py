@@ -1,0 +1,283 @@
+"""The ``sofar-cost`` command line: list, compare, table, solve (and more as they land).
+
+Every user mistake surfaces as one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from sofar_cost.costs import WidthCosts, model_cost
+from sofar_cost.counting import CountOptions
+from sofar_cost.errors import SofarError, unknown_name_error
+from sofar_cost.formatting import FORMATS, Column, render, to_json, wide_console
+from sofar_cost.models.layers import DATASETS
+from sofar_cost.models.registry import ALIASES, PRESETS, list_models, resolve
+from sofar_cost.paper_tables import PAPER_TABLES, paper_table_rows
+from sofar_cost.solver import Budget, solve_width
+
+app = typer.Typer(
+    help="Exact Params (Mbit) and Flops of binary CNNs, counted from the model graph.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = wide_console()
+
+COUNT_FLAGS = {
+    "batchnorm": "batchnorm",
+    "pooling": "pooling",
+    "elementwise": "elementwise",
+    "bias": "bias_params",
+    "bn-params": "batchnorm_params",
+}
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="imagenet or cifar100")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json, csv or markdown")]
+CountOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--count",
+        help="Also count: batchnorm, pooling, elementwise (additions, joins), bias, bn-params.",
+    ),
+]
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a SofarError into 'error: ...' on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SofarError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> str:
+    if fmt not in allowed:
+        raise unknown_name_error("format", fmt, allowed)
+    return fmt
+
+
+def check_dataset_name(dataset: str) -> str:
+    if dataset not in DATASETS:
+        raise unknown_name_error("dataset", dataset, DATASETS)
+    return dataset
+
+
+def count_options(count: list[str] | None) -> CountOptions:
+    flags = {}
+    for item in count or []:
+        for name in filter(None, (part.strip() for part in item.split(","))):
+            if name not in COUNT_FLAGS:
+                raise unknown_name_error("--count category", name, COUNT_FLAGS)
+            flags[COUNT_FLAGS[name]] = True
+    return CountOptions(**flags)
+
+
+COST_COLUMNS = [
+    Column("model", "model"),
+    Column("dataset", "dataset"),
+    Column("width", "width", "d"),
+    Column("params_mbit", "Params (Mbit)", ".2f"),
+    Column("flops", "Flops", ".3e"),
+    Column("binary_params", "binary params", ",d"),
+    Column("fp_params", "FP params", ",d"),
+    Column("binary_macs", "binary MACs", ",d"),
+    Column("fp_macs", "FP MACs", ",d"),
+]
+LAYER_COLUMNS = [
+    Column("name", "layer"),
+    Column("kind", "type"),
+    Column("binary", "binary"),
+    Column("output_shape", "output"),
+    Column("binary_params", "binary params", ",d"),
+    Column("fp_params", "FP params", ",d"),
+    Column("binary_macs", "binary MACs", ",d"),
+    Column("fp_macs", "FP MACs", ",d"),
+    Column("flops", "Flops", ".3e"),
+]
+
+
+@app.command("list")
+@user_errors
+def list_command(
+    pattern: Annotated[str, typer.Argument(help="Wildcard, e.g. 'rf-*'")] = "*",
+    fmt: FormatOpt = "table",
+) -> None:
+    """List model presets (wildcards allowed) with the paper's widths."""
+    check_format(fmt)
+    aliases = {target: alias for alias, target in ALIASES.items()}
+    rows = [
+        {
+            "model": name,
+            "alias": aliases.get(name, ""),
+            "paper_name": PRESETS[name].paper_name,
+            "imagenet_width": PRESETS[name].widths.get("imagenet"),
+            "cifar100_width": PRESETS[name].widths.get("cifar100"),
+            "baseline": PRESETS[name].baseline or "",
+        }
+        for name in list_models(pattern)
+    ]
+    if not rows:
+        raise SofarError(f"no model matches {pattern!r}; try 'sofar-cost list' for all")
+    columns = [Column(k, k.replace("_", " ")) for k in rows[0]]
+    render(rows, columns, fmt, title="sofar-cost models")
+
+
+@app.command()
+@user_errors
+def compare(
+    models: Annotated[list[str], typer.Argument(help="Models; the last one is the baseline.")],
+    dataset: DatasetOpt = "imagenet",
+    width: Annotated[int | None, typer.Option(help="Override the width of every model.")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Show per-layer costs.")] = False,
+    fmt: FormatOpt = "table",
+    count: CountOpt = None,
+) -> None:
+    """Params and Flops side by side, each as a share of the last-named model (the baseline)."""
+    check_format(fmt)
+    check_dataset_name(dataset)
+    options = count_options(count)
+    reports = [model_cost(name, dataset, width, options) for name in models]
+    baseline = reports[-1]
+    rows = []
+    for report in reports:
+        row = report.summary()
+        row["baseline"] = baseline.model
+        row["params_ratio"] = report.params_mbit / baseline.params_mbit
+        row["flops_ratio"] = report.flops / baseline.flops
+        row["peak_activation_mb"] = report.peak_activation_bytes / 1e6
+        if per_layer:
+            row["layers"] = [r for r in report.layer_rows() if _has_cost(r)]
+        rows.append(row)
+    if fmt == "json":
+        print(to_json(rows))
+        return
+    columns = [
+        *COST_COLUMNS[:5],
+        Column("params_pct", f"% {baseline.model} Mbit", ".1f"),
+        Column("flops_pct", f"% {baseline.model} Flops", ".1f"),
+        *COST_COLUMNS[5:],
+        Column("peak_activation_mb", "peak act. (MB)", ".2f"),
+    ]
+    for row in rows:
+        row["params_pct"] = 100 * row["params_ratio"]
+        row["flops_pct"] = 100 * row["flops_ratio"]
+    if per_layer:
+        for row in rows:
+            render(row["layers"], LAYER_COLUMNS, fmt, title=f"{row['model']} per layer")
+    render(rows, columns, fmt, title=f"costs on {dataset} (baseline: {baseline.model})")
+
+
+def _has_cost(row: dict[str, Any]) -> bool:
+    keys = ("fp_params", "binary_params", "fp_macs", "binary_macs", "fp_other_ops")
+    return any(row[k] for k in keys)
+
+
+@app.command()
+@user_errors
+def table(
+    name: Annotated[str, typer.Argument(help="imagenet, cifar100 or ablation")],
+    fmt: FormatOpt = "table",
+) -> None:
+    """Rebuild a SoFAR table: our counts, the paper's, and the difference."""
+    check_format(fmt)
+    if name not in PAPER_TABLES:
+        raise unknown_name_error("table", name, PAPER_TABLES)
+    rows = paper_table_rows(name)
+    for row in rows:
+        row["match"] = {True: "yes", False: "NO", None: "-"}[row["reproduced"]]
+    columns = [
+        Column("paper_model", "model"),
+        Column("params_mbit", "Params (ours)", ".2f"),
+        Column("paper_params_mbit", "Params (paper)", ".2f"),
+        Column("params_diff_mbit", "diff", "+.2f"),
+        Column("flops", "Flops (ours)", ".3e"),
+        Column("paper_flops", "Flops (paper)", ".3e"),
+        Column("flops_diff_pct", "diff %", "+.1f"),
+        Column("match", "reproduced"),
+        Column("note", "note"),
+    ]
+    render(rows, columns, fmt, title=f"SoFAR table: {name}")
+
+
+@app.command()
+@user_errors
+def solve(
+    model: Annotated[str, typer.Argument(help="Model (family) whose width to solve.")],
+    match: Annotated[str | None, typer.Option("--match", help="Baseline model.")] = None,
+    on: Annotated[str, typer.Option(help="params, flops or both")] = "params",
+    dataset: DatasetOpt = "imagenet",
+    budget_mbit: Annotated[float | None, typer.Option("--budget-mbit")] = None,
+    budget_flops: Annotated[float | None, typer.Option("--budget-flops")] = None,
+    multiple_of: Annotated[int, typer.Option("--multiple-of", help="e.g. 64")] = 1,
+    fmt: FormatOpt = "table",
+) -> None:
+    """The largest width whose cost stays within a baseline's (or an absolute) budget."""
+    check_format(fmt, ("table", "json"))
+    check_dataset_name(dataset)
+    spec = resolve(model)
+    budget, baseline_row = _budget(match, dataset, budget_mbit, budget_flops)
+    costs = WidthCosts.for_model(spec.name, dataset)
+    solution = solve_width(costs, budget, on, multiple_of)
+    w = solution.width
+    rows = [
+        {"label": f"width {v}", "width": v, **costs.report(v).summary()}
+        for v in (w - multiple_of, w, w + multiple_of)
+        if v >= 1
+    ]
+    if fmt == "json":
+        result = rows[[r["width"] for r in rows].index(w)]
+        print(to_json({
+            "model": spec.name,
+            "baseline": baseline_row["model"] if baseline_row else None,
+            "dataset": dataset,
+            "on": on,
+            "multiple_of": multiple_of,
+            "width": w,
+            "params_mbit": result["params_mbit"],
+            "flops": result["flops"],
+            "baseline_params_mbit": budget.params_mbit,
+            "baseline_flops": budget.flops,
+            "candidates": rows,
+        }))
+        return
+    if baseline_row:
+        rows.append({"label": f"baseline {baseline_row['model']}", **baseline_row})
+    else:
+        rows.append({"label": "budget", "params_mbit": budget.params_mbit, "flops": budget.flops})
+    for row in rows:
+        if row.get("width") == w and row["label"].startswith("width"):
+            row["label"] += "  <- solved"
+    columns = [Column("label", ""), *COST_COLUMNS[3:5]]
+    render(rows, columns, "table", title=f"{spec.name} on {dataset}: largest width within budget ({on})")
+    console.print(f"[bold]{spec.name}[/bold] width = [bold green]{w}[/bold green]")
+
+
+def _budget(
+    match: str | None, dataset: str, mbit: float | None, flops: float | None
+) -> tuple[Budget, dict[str, Any] | None]:
+    if match is None and mbit is None and flops is None:
+        raise SofarError("give a baseline with --match MODEL or a budget with --budget-mbit/--budget-flops")
+    if match is not None and (mbit is not None or flops is not None):
+        raise SofarError("use either --match or --budget-mbit/--budget-flops, not both")
+    if match is None:
+        return Budget(mbit, flops), None
+    report = model_cost(match, dataset)
+    return Budget(report.params_mbit, report.flops), report.summary()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

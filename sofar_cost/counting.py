@@ -1,0 +1,141 @@
+"""Counting rules keyed by ATen op, kept apart from the graph traversal (like fvcore's handles).
+
+Each rule maps one op call to a number of multiplications (MACs for conv/matmul, one per
+output element for element-wise work). Which *category* an op belongs to decides whether it
+is counted at all: ``CountOptions`` switches the optional categories on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+aten = torch.ops.aten
+
+Rule = Callable[[Sequence[Any], Any], int]
+
+
+@dataclass(frozen=True)
+class CountOptions:
+    """What counts. The defaults are the convention that reproduces the SoFAR tables.
+
+    - Flops = full-precision multiplications + binary multiplications / ``binary_divisor``.
+    - Only convolutions and matrix products count by default. BatchNorm (one multiply per
+      element once folded), pooling, and element-wise work (residual additions, the join's
+      mean, activations) are optional categories.
+    - Params: conv/linear weights always count; biases and BatchNorm affine parameters are
+      optional. Buffers (BatchNorm running statistics) never count.
+    """
+
+    batchnorm: bool = False
+    pooling: bool = False
+    elementwise: bool = False
+    bias_params: bool = False
+    batchnorm_params: bool = False
+    binary_divisor: int = 64
+    fp_bits: int = 32
+    binary_bits: int = 1
+
+    def counts(self, category: str) -> bool:
+        return category == "matmul" or getattr(self, category, False)
+
+
+def _numel(shape: Sequence[int]) -> int:
+    return math.prod(int(s) for s in shape)
+
+
+def conv_macs(args: Sequence[Any], out: Any) -> int:
+    """aten.convolution(input, weight, bias, stride, padding, dilation, transposed, ...)."""
+    x, weight, transposed = args[0], args[1], args[6]
+    kernel = _numel(weight.shape[2:])
+    if transposed:
+        return x.numel() * weight.shape[1] * kernel
+    return out.numel() * weight.shape[1] * kernel
+
+
+def mm_macs(args: Sequence[Any], out: Any) -> int:
+    a, b = args[0], args[1]
+    return a.shape[0] * a.shape[1] * b.shape[1]
+
+
+def addmm_macs(args: Sequence[Any], out: Any) -> int:
+    return mm_macs(args[1:], out)
+
+
+def bmm_macs(args: Sequence[Any], out: Any) -> int:
+    a, b = args[0], args[1]
+    return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+
+
+def output_elements(args: Sequence[Any], out: Any) -> int:
+    first = out[0] if isinstance(out, tuple | list) else out
+    return first.numel()
+
+
+def input_elements(args: Sequence[Any], out: Any) -> int:
+    return args[0].numel()
+
+
+# Matrix work: the only category the papers count.
+MATMUL_RULES: dict[Any, Rule] = {
+    aten.convolution: conv_macs,
+    aten._convolution: conv_macs,
+    aten.mm: mm_macs,
+    aten.addmm: addmm_macs,
+    aten.bmm: bmm_macs,
+}
+
+# Optional categories, keyed by op. Reductions count their inputs, the rest their outputs.
+ELEMENTWISE_RULES: dict[Any, Rule] = {
+    aten.add: output_elements,
+    aten.add_: output_elements,
+    aten.sub: output_elements,
+    aten.mul: output_elements,
+    aten.mul_: output_elements,
+    aten.div: output_elements,
+    aten.relu: output_elements,
+    aten.relu_: output_elements,
+    aten.mean: input_elements,
+    aten.sum: input_elements,
+}
+BATCHNORM_RULES: dict[Any, Rule] = {
+    aten.native_batch_norm: output_elements,
+    aten._native_batch_norm_legit: output_elements,
+    aten._native_batch_norm_legit_no_training: output_elements,
+}
+POOLING_RULES: dict[Any, Rule] = {
+    aten.max_pool2d_with_indices: output_elements,
+    aten.avg_pool2d: input_elements,
+    aten._adaptive_avg_pool2d: input_elements,
+    aten.mean: input_elements,
+}
+
+# Module types whose ops belong to a category whatever the op (AdaptiveAvgPool2d lowers to mean).
+POOLING_MODULES = (
+    torch.nn.MaxPool2d,
+    torch.nn.AvgPool2d,
+    torch.nn.AdaptiveAvgPool2d,
+    torch.nn.AdaptiveMaxPool2d,
+)
+BATCHNORM_MODULES = (torch.nn.modules.batchnorm._BatchNorm,)
+
+
+def categorize(op: Any, module: torch.nn.Module | None) -> tuple[str, Rule] | None:
+    """The (category, rule) for one op call inside ``module``, or None when it never counts."""
+    packet = getattr(op, "overloadpacket", op)
+    if packet in MATMUL_RULES:
+        return "matmul", MATMUL_RULES[packet]
+    if isinstance(module, POOLING_MODULES) and packet in POOLING_RULES:
+        return "pooling", POOLING_RULES[packet]
+    if isinstance(module, BATCHNORM_MODULES) or packet in BATCHNORM_RULES:
+        rule = BATCHNORM_RULES.get(packet)
+        return ("batchnorm", rule) if rule else None
+    if packet in POOLING_RULES and packet is not aten.mean:
+        return "pooling", POOLING_RULES[packet]
+    if packet in ELEMENTWISE_RULES:
+        return "elementwise", ELEMENTWISE_RULES[packet]
+    return None

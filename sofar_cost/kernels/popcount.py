@@ -1,0 +1,107 @@
+"""64-bit popcount for Numba kernels, the CPU-dependent variant choice and a ceiling benchmark.
+
+``np.bitwise_count`` is not available in nopython mode, so :func:`popcount` is an
+intrinsic. Its code depends on the CPU Numba compiles for:
+
+* ``avx512-vpopcntdq``: emit ``llvm.ctpop.i64`` and let LLVM vectorise loops over output
+  channels into ``vpopcntq`` on 512-bit registers (8 words per instruction).
+* ``scalar-popcnt`` (x86 without VPOPCNTDQ): emit the ``popcnt`` instruction as inline
+  assembly. LLVM cannot vectorise through inline assembly, which is what we want there:
+  its AVX2 ``vpshufb`` popcount emulation measured ~20% slower than scalar ``popcnt``.
+* ``generic``: other architectures get plain ``llvm.ctpop.i64``.
+
+The decision reads the same CPU features Numba keys its on-disk cache with, so cached
+kernels never mix variants.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import llvmlite.binding as llvm
+import numpy as np
+from llvmlite import ir
+from numba import config, njit, types
+from numba.extending import intrinsic
+
+__all__ = ["cpu_features", "kernel_variant", "measure_popcount_ceiling", "popcount"]
+
+
+def cpu_features() -> set[str]:
+    """CPU features Numba targets (``NUMBA_CPU_FEATURES`` overrides the host's)."""
+    flat = config.CPU_FEATURES
+    if flat is None:
+        flat = llvm.get_host_cpu_features().flatten()
+    return {f[1:] for f in flat.split(",") if f.startswith("+")}
+
+
+def kernel_variant() -> str:
+    """Name of the popcount code path the kernels are compiled with on this CPU."""
+    if "avx512vpopcntdq" in cpu_features():
+        return "avx512-vpopcntdq"
+    if platform.machine().lower() in ("x86_64", "amd64") and "popcnt" in cpu_features():
+        return "scalar-popcnt"
+    return "generic"
+
+
+_VARIANT = kernel_variant()
+if _VARIANT == "scalar-popcnt":
+    llvm.initialize_native_asmparser()  # needed to assemble the inline ``popcntq``
+
+
+@intrinsic
+def popcount(typingctx, x):
+    """Number of set bits of a ``uint64``, as ``int64`` (see module docstring)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        if _VARIANT == "scalar-popcnt":
+            fnty = ir.FunctionType(i64, [i64])
+            return builder.asm(fnty, "popcntq $1, $0", "=r,r", args, side_effect=False)
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [i64])
+        return builder.call(fn, args)
+
+    return types.int64(types.uint64), codegen
+
+
+@njit(cache=True, fastmath=True)
+def _xor_popcount_sum(a: np.ndarray, b: np.ndarray, repeat: int) -> int:
+    """XOR + popcount + accumulate over L1-resident words, ``repeat`` passes."""
+    total = 0
+    for _ in range(repeat):
+        s = 0
+        for i in range(a.shape[0]):
+            s += popcount(a[i] ^ b[i])
+        total += s
+        a[0] += np.uint64(1)  # keep passes from being folded together
+    return total
+
+
+def measure_popcount_ceiling(seconds: float = 0.5, words: int = 1024) -> float:
+    """Binary MACs/s of one thread doing XOR + popcount + add on L1-resident words.
+
+    This is the practical ceiling for a popcount convolution on this CPU: each 64-bit
+    word is 64 binary multiply-accumulates. ``words`` x 2 arrays of 8 bytes stay in L1.
+    """
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2**63, size=words, dtype=np.uint64)
+    b = rng.integers(0, 2**63, size=words, dtype=np.uint64)
+    _xor_popcount_sum(a, b, 1)  # compile / load from cache
+    repeat = 64
+    while True:
+        t0 = time.perf_counter()
+        _xor_popcount_sum(a, b, repeat)
+        dt = time.perf_counter() - t0
+        if dt > seconds / 8 or repeat > 2**30:
+            break
+        repeat *= 4
+    best = dt
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        _xor_popcount_sum(a, b, repeat)
+        best = min(best, time.perf_counter() - t0)
+    return 64.0 * words * repeat / best

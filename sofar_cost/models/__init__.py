@@ -1,0 +1,22 @@
+"""Model zoo: Bi-Real ResNet, BinaryDenseNet, RF/F fractal ResNets, DRF/DF fractal DenseNets."""
+
+from sofar_cost.models.layers import DATASETS, DatasetSpec
+from sofar_cost.models.registry import (
+    ALIASES,
+    PRESETS,
+    ModelSpec,
+    create_model,
+    list_models,
+    resolve,
+)
+
+__all__ = [
+    "ALIASES",
+    "DATASETS",
+    "PRESETS",
+    "DatasetSpec",
+    "ModelSpec",
+    "create_model",
+    "list_models",
+    "resolve",
+]

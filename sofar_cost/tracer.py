@@ -1,0 +1,266 @@
+"""Walk a model's forward pass and count what it costs, per layer and in total.
+
+Why a dispatch mode of our own rather than fvcore or ``FlopCounterMode``: every ATen op is
+seen (also convolutions called functionally, and on the meta device, so no memory or time is
+spent on weights), and each op is attributed to the *innermost* module running it, which is
+what decides binary against full precision. fvcore (through ``torch.jit.trace``) is kept as an
+independent cross-check in the tests; ptflops/thop match exact module types and would
+silently drop a Conv2d subclass.
+
+A conv/matmul is binary when it runs inside a module that :func:`is_binary_layer` accepts
+(the ``sofar_binary`` marker, a registered class, or the toolkit's own binary layers).
+Element-wise work inside a binary layer (sign, the weight scale) is binarization bookkeeping
+that a deployed model folds away, so it is never counted.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from sofar_cost.binary import is_binary_layer
+from sofar_cost.counting import BATCHNORM_MODULES, CountOptions, categorize
+
+
+@dataclass
+class LayerCost:
+    """Costs attributed to one module (ops run directly in it, not in its children)."""
+
+    name: str
+    kind: str
+    binary: bool
+    fp_params: int = 0
+    binary_params: int = 0
+    fp_macs: int = 0
+    binary_macs: int = 0
+    fp_other_ops: int = 0
+    output_shape: tuple[int, ...] | None = None
+
+    def params_mbit(self, options: CountOptions) -> float:
+        bits = self.fp_params * options.fp_bits + self.binary_params * options.binary_bits
+        return bits / 1e6
+
+    def flops(self, options: CountOptions) -> float:
+        return self.fp_macs + self.fp_other_ops + self.binary_macs / options.binary_divisor
+
+
+@dataclass
+class CostReport:
+    """Totals and per-layer costs of one model; the numbers every front end prints."""
+
+    model: str
+    dataset: str
+    width: int | None
+    layers: list[LayerCost]
+    options: CountOptions = field(default_factory=CountOptions)
+    peak_activation_bytes: int = 0
+
+    def _sum(self, attr: str) -> int:
+        return sum(getattr(layer, attr) for layer in self.layers)
+
+    @property
+    def fp_params(self) -> int:
+        return self._sum("fp_params")
+
+    @property
+    def binary_params(self) -> int:
+        return self._sum("binary_params")
+
+    @property
+    def fp_macs(self) -> int:
+        return self._sum("fp_macs")
+
+    @property
+    def binary_macs(self) -> int:
+        return self._sum("binary_macs")
+
+    @property
+    def fp_other_ops(self) -> int:
+        return self._sum("fp_other_ops")
+
+    @property
+    def params_mbit(self) -> float:
+        o = self.options
+        return (self.fp_params * o.fp_bits + self.binary_params * o.binary_bits) / 1e6
+
+    @property
+    def flops(self) -> float:
+        return self.fp_macs + self.fp_other_ops + self.binary_macs / self.options.binary_divisor
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON contract of ``compare --format json`` (add keys, never rename)."""
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "width": self.width,
+            "params_mbit": self.params_mbit,
+            "flops": self.flops,
+            "fp_params": self.fp_params,
+            "binary_params": self.binary_params,
+            "fp_macs": self.fp_macs,
+            "binary_macs": self.binary_macs,
+            "fp_other_ops": self.fp_other_ops,
+            "peak_activation_bytes": self.peak_activation_bytes,
+        }
+
+    def layer_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for layer in self.layers:
+            row = asdict(layer)
+            row["params_mbit"] = layer.params_mbit(self.options)
+            row["flops"] = layer.flops(self.options)
+            rows.append(row)
+        return rows
+
+
+class _CostMode(TorchDispatchMode):
+    """Counts every op into the innermost running module and tracks live activation bytes."""
+
+    def __init__(self, options: CountOptions, layer_for: dict[int, LayerCost]) -> None:
+        super().__init__()
+        self.options = options
+        self.layer_for = layer_for
+        self.stack: list[nn.Module] = []
+        self.live_bytes = 0
+        self.peak_bytes = 0
+
+    def track_live(self, tensor: torch.Tensor) -> None:
+        """Count a new activation until Python frees it (peak of the sum = run-time memory)."""
+        nbytes = tensor.numel() * tensor.element_size()
+        self.live_bytes += nbytes
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        weakref.finalize(tensor, self._release, nbytes)
+
+    def _release(self, nbytes: int) -> None:
+        self.live_bytes -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        out = func(*args, **(kwargs or {}))
+        module = self.stack[-1] if self.stack else None
+        self._count(func, module, args, out)
+        self._track_outputs(args, out)
+        return out
+
+    def _track_outputs(self, args: Any, out: Any) -> None:
+        inputs = {id(t.untyped_storage()) for t in tree_flatten(args)[0] if _is_tensor(t)}
+        seen = set()
+        for tensor in tree_flatten(out)[0]:
+            if not _is_tensor(tensor) or tensor._is_view():
+                continue
+            key = tensor.untyped_storage()._cdata
+            in_place = any(
+                t.untyped_storage()._cdata == key for t in tree_flatten(args)[0] if _is_tensor(t)
+            )
+            if not in_place and key not in seen and id(tensor) not in inputs:
+                seen.add(key)
+                self.track_live(tensor)
+
+    def _count(self, func: Any, module: nn.Module | None, args: Any, out: Any) -> None:
+        found = categorize(func, module)
+        if found is None or module is None:
+            return
+        category, rule = found
+        binary_owner = next((m for m in reversed(self.stack) if is_binary_layer(m)), None)
+        if binary_owner is not None and category != "matmul":
+            return
+        if not self.options.counts(category):
+            return
+        layer = self.layer_for[id(module)]
+        count = rule(args, out)
+        if category != "matmul":
+            layer.fp_other_ops += count
+        elif binary_owner is not None:
+            layer.binary_macs += count
+        else:
+            layer.fp_macs += count
+
+
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor)
+
+
+def module_param_counts(module: nn.Module, options: CountOptions) -> tuple[int, int]:
+    """(fp, binary) parameters owned directly by ``module`` under the options."""
+    fp = binary = 0
+    is_bn = isinstance(module, BATCHNORM_MODULES)
+    binary_layer = is_binary_layer(module)
+    for name, param in module.named_parameters(recurse=False):
+        if is_bn:
+            fp += param.numel() if options.batchnorm_params else 0
+        elif name == "bias":
+            fp += param.numel() if options.bias_params else 0
+        elif binary_layer:
+            binary += param.numel()
+        else:
+            fp += param.numel()
+    return fp, binary
+
+
+def parameter_counts(model: nn.Module, options: CountOptions | None = None) -> tuple[int, int]:
+    """(fp, binary) parameters of a whole model without running it (Params need no input)."""
+    options = options or CountOptions()
+    counts = [module_param_counts(m, options) for m in model.modules()]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def trace(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    options: CountOptions | None = None,
+    *,
+    name: str | None = None,
+    dataset: str = "",
+    width: int | None = None,
+) -> CostReport:
+    """Run one forward pass on the model's device (meta works) and count its costs."""
+    options = options or CountOptions()
+    layers: dict[int, LayerCost] = {}
+    order: list[LayerCost] = []
+    for fqn, module in model.named_modules():
+        layer = LayerCost(fqn or "(model)", type(module).__name__, is_binary_layer(module))
+        layer.fp_params, layer.binary_params = module_param_counts(module, options)
+        layers[id(module)] = layer
+
+    mode = _CostMode(options, layers)
+
+    def enter(module: nn.Module, _inputs: Any) -> None:
+        if id(module) not in layers:  # a module created inside forward: give it a row
+            layers[id(module)] = LayerCost(type(module).__name__, type(module).__name__, False)
+        if layers[id(module)] not in order:
+            order.append(layers[id(module)])
+        mode.stack.append(module)
+
+    def leave(module: nn.Module, _inputs: Any, output: Any) -> None:
+        mode.stack.pop()
+        if isinstance(output, torch.Tensor):
+            layers[id(module)].output_shape = tuple(output.shape)
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    pre = nn.modules.module.register_module_forward_pre_hook(enter)
+    post = nn.modules.module.register_module_forward_hook(leave)
+    try:
+        x = torch.zeros(input_shape, device=device)
+        with torch.no_grad(), mode:
+            mode.track_live(x)
+            model(x)
+    finally:
+        pre.remove()
+        post.remove()
+        model.train(was_training)
+    unseen = [layer for layer in layers.values() if layer not in order]
+    return CostReport(
+        name or type(model).__name__,
+        dataset,
+        width,
+        [*order, *unseen],
+        options,
+        mode.peak_bytes,
+    )
