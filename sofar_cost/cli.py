@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sofar_cost.budget import ModelResult, config_files, evaluate, load_config
 from sofar_cost.costs import WidthCosts, model_cost
 from sofar_cost.counting import CountOptions
 from sofar_cost.errors import SofarError, unknown_name_error
@@ -273,6 +275,80 @@ def _budget(
         return Budget(mbit, flops), None
     report = model_cost(match, dataset)
     return Budget(report.params_mbit, report.flops), report.summary()
+
+
+@app.command()
+def check(
+    paths: Annotated[list[Path], typer.Argument(help="Config files or folders of *.toml.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Check model configs against their budgets: exit 0 all pass, 1 any over, 2 malformed."""
+    if fmt not in ("table", "json"):
+        typer.echo(f"error: unknown format {fmt!r}; valid: table, json", err=True)
+        raise typer.Exit(2)
+    errors: list[str] = []
+    results: list[ModelResult] = []
+    try:
+        files = config_files(paths)
+    except SofarError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    for path in files:
+        try:
+            entries = load_config(path)
+        except SofarError as error:
+            errors.append(str(error))
+            continue
+        results += [evaluate(path, entry) for entry in entries]
+    if fmt == "json":
+        print(to_json({
+            "passed": not errors and all(r.passed for r in results),
+            "errors": errors,
+            "models": [r.to_dict() for r in results],
+        }))
+    else:
+        _print_check(results)
+    for message in errors:
+        typer.echo(f"error: {message}", err=True)
+    for result in results:
+        for c in result.checks:
+            if not c.passed:
+                typer.echo(
+                    f"over budget: {result.label} ({result.file}): {c.metric} {c.value:.6g} > "
+                    f"{c.limit:.6g} ({c.source}) by {c.excess:.6g}"
+                    + (" Mbit" if c.metric == "params" else " Flops"),
+                    err=True,
+                )
+    if errors:
+        raise typer.Exit(2)
+    if not all(r.passed for r in results):
+        raise typer.Exit(1)
+
+
+def _print_check(results: list[ModelResult]) -> None:
+    rows = [
+        {
+            "file": r.file,
+            "name": r.label,
+            "dataset": r.dataset,
+            "width": r.width,
+            "metric": c.metric,
+            "value": c.value,
+            "limit": c.limit,
+            "source": c.source,
+            "status": "[green]pass[/green]" if c.passed else "[red]OVER[/red]",
+            "excess": c.excess if not c.passed else None,
+        }
+        for r in results
+        for c in r.checks
+    ]
+    columns = [
+        Column("file", "file"), Column("name", "model"), Column("dataset", "dataset"),
+        Column("width", "width", "d"), Column("metric", "metric"), Column("value", "value", ".6g"),
+        Column("limit", "limit", ".6g"), Column("source", "budget"), Column("status", "status"),
+        Column("excess", "excess", ".4g"),
+    ]  # fmt: skip
+    render(rows, columns, "table", title="budget check")
 
 
 def main() -> None:

@@ -69,13 +69,15 @@ class WidthCosts:
         return self.params_mbit(width) if on == "params" else self.report(width).flops
 
 
+@lru_cache(maxsize=256)
 def model_cost(
     name: str,
     dataset: str = "imagenet",
     width: int | None = None,
     options: CountOptions | None = None,
 ) -> CostReport:
-    """The cost report of a preset at the paper's width (or ``width``)."""
+    """The cost report of a preset at the paper's width (or ``width``); cached, so treat it
+    as read-only."""
     spec = resolve(name)
     check_dataset(dataset)
     width = check_width(spec.default_width(dataset) if width is None else width)

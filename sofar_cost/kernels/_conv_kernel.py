@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .popcount import popcount
+from .popcount import load_words, popcount
 
 
 @njit(parallel=True, cache=True)
@@ -77,28 +77,43 @@ def conv_kernel(
         row = task // n_blocks
         n = row // out_h
         oy = row % out_h
-        # two output pixels per pass share each weight load; an odd last pixel is
-        # computed twice into the spare row ``acc[out_w]``
-        acc = np.zeros((out_w + 1, block), np.int64)
+        # four output pixels per pass share each weight load; past the row end the last
+        # pixel is recomputed into the spare rows ``acc[out_w:]``
+        acc = np.zeros((out_w + 3, block), np.int64)
         row_base = (n * hp + oy * stride) * wpad * words
-        for ox in range(0, out_w, 2):
-            base0 = row_base + ox * stride * words
-            base1 = row_base + min(ox + 1, out_w - 1) * stride * words
+        step = stride * words
+        for ox in range(0, out_w, 4):
+            base0 = row_base + ox * step
+            base1 = row_base + min(ox + 1, out_w - 1) * step
+            base2 = row_base + min(ox + 2, out_w - 1) * step
+            base3 = row_base + min(ox + 3, out_w - 1) * step
             acc0 = acc[ox]
             acc1 = acc[ox + 1]
+            acc2 = acc[ox + 2]
+            acc3 = acc[ox + 3]
             for k in range(words):
                 wbase = k * taps * cpad + c0
+                x0 = load_words(xf, base0 + k, offsets)
+                x1 = load_words(xf, base1 + k, offsets)
+                x2 = load_words(xf, base2 + k, offsets)
+                x3 = load_words(xf, base3 + k, offsets)
                 for c in range(block):
                     s0 = 0
                     s1 = 0
+                    s2 = 0
+                    s3 = 0
                     for t in range(taps):
                         # unsigned index: skips Numba's negative-index wraparound, which
                         # would otherwise turn the contiguous loads into gathers
                         w_word = wf[np.uint64(wbase + t * cpad + c)]
-                        s0 += popcount(xf[base0 + offsets[t] + k] ^ w_word)
-                        s1 += popcount(xf[base1 + offsets[t] + k] ^ w_word)
+                        s0 += popcount(x0[t] ^ w_word)
+                        s1 += popcount(x1[t] ^ w_word)
+                        s2 += popcount(x2[t] ^ w_word)
+                        s3 += popcount(x3[t] ^ w_word)
                     acc0[c] += s0
                     acc1[c] += s1
+                    acc2[c] += s2
+                    acc3[c] += s3
         # epilogue: contiguous along channels because ``out`` is channels-last
         total = in_channels * taps
         n_valid = min(block, cout - c0)

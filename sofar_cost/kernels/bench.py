@@ -1,0 +1,144 @@
+"""Benchmark API: packed binary conv vs torch float32 conv2d on the same layer shapes.
+
+Used by ``benchmarks/bench_kernels.py`` and the CLI. Timings are medians over ``repeat``
+runs after warm-up; the packed timing includes packing the float input. Thread counts are
+set for Numba and torch together and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import numba
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from .conv import PackedBinaryConv2d
+
+__all__ = [
+    "BIREAL18_SHAPES",
+    "BIREAL18_STRIDE2_SHAPES",
+    "ConvShape",
+    "benchmark_conv",
+    "benchmark_layers",
+    "thread_count",
+]
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """One conv layer to benchmark (square kernel, stride and padding)."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    height: int
+    width: int
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int = 1
+    batch: int = 1
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return (self.height + 2 * p - k) // s + 1, (self.width + 2 * p - k) // s + 1
+
+    @property
+    def binary_macs(self) -> int:
+        out_h, out_w = self.out_hw
+        k2 = self.kernel_size**2
+        return self.batch * self.out_channels * out_h * out_w * self.in_channels * k2
+
+
+# The binary 3x3 convolutions of Bi-Real ResNet-18 on ImageNet (batch 1).
+BIREAL18_SHAPES = [
+    ConvShape("bireal18 64ch 56x56", 64, 64, 56, 56),
+    ConvShape("bireal18 128ch 28x28", 128, 128, 28, 28),
+    ConvShape("bireal18 256ch 14x14", 256, 256, 14, 14),
+    ConvShape("bireal18 512ch 7x7", 512, 512, 7, 7),
+]
+BIREAL18_STRIDE2_SHAPES = [
+    ConvShape("bireal18 64->128 s2 56->28", 64, 128, 56, 56, stride=2),
+    ConvShape("bireal18 128->256 s2 28->14", 128, 256, 28, 28, stride=2),
+    ConvShape("bireal18 256->512 s2 14->7", 256, 512, 14, 14, stride=2),
+]
+
+
+@contextmanager
+def thread_count(n: int) -> Iterator[None]:
+    """Run Numba and torch with ``n`` threads, restoring both afterwards."""
+    old_numba, old_torch = numba.get_num_threads(), torch.get_num_threads()
+    numba.set_num_threads(n)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old_numba)
+        torch.set_num_threads(old_torch)
+
+
+def _median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict:
+    """Time the packed kernel (input packing included) and torch fp32 on ``shape``.
+
+    ``ms_torch_fp32`` is the better of NCHW and channels_last; ``speedup`` is
+    ``ms_torch_fp32 / ms_xnor``; ``gmacs_per_s`` counts binary MACs of the packed kernel.
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape.batch, shape.in_channels, shape.height, shape.width, generator=gen)
+    k = shape.kernel_size
+    w = torch.randn(shape.out_channels, shape.in_channels, k, k, generator=gen)
+    layer = PackedBinaryConv2d.from_weight(w, shape.stride, shape.padding, name=shape.name)
+    x_np = x.numpy()
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    w_cl = w.contiguous(memory_format=torch.channels_last)
+
+    def conv(inp: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(inp, weight, stride=shape.stride,
+                                          padding=shape.padding)
+
+    with thread_count(threads), torch.inference_mode():
+        ms_xnor = 1e3 * _median_seconds(lambda: layer(x_np), repeat)
+        ms_nchw = 1e3 * _median_seconds(lambda: conv(x, w), repeat)
+        ms_cl = 1e3 * _median_seconds(lambda: conv(x_cl, w_cl), repeat)
+    ms_torch = min(ms_nchw, ms_cl)
+    return {
+        **asdict(shape),
+        "threads": threads,
+        "binary_macs": shape.binary_macs,
+        "ms_xnor": ms_xnor,
+        "ms_torch_fp32": ms_torch,
+        "ms_torch_nchw": ms_nchw,
+        "ms_torch_channels_last": ms_cl,
+        "gmacs_per_s": shape.binary_macs / ms_xnor / 1e6,
+        "torch_gflops": 2 * shape.binary_macs / ms_torch / 1e6,
+        "speedup": ms_torch / ms_xnor,
+    }
+
+
+def benchmark_layers(shapes: Sequence[ConvShape], threads: int = 1, repeat: int = 20,
+                     progress: bool = True) -> list[dict]:
+    """:func:`benchmark_conv` over ``shapes``, with a rich progress bar if ``progress``."""
+    results = []
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task(f"benchmarking ({threads} thread(s))", total=len(shapes))
+        for shape in shapes:
+            bar.update(task, description=f"{shape.name} ({threads} thread(s))")
+            results.append(benchmark_conv(shape, threads, repeat))
+            bar.advance(task)
+    return results

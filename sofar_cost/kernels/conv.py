@@ -1,0 +1,161 @@
+"""Packed binary conv2d / linear layers with the semantics of torch on sign tensors.
+
+``PackedBinaryConv2d.from_weight(w, stride, padding)(x)`` equals, exactly and as int32,
+``torch.nn.functional.conv2d(sign(x), sign(w), stride=stride, padding=padding)`` with
+``sign(v) = +1 if v >= 0 else -1`` and zero padding (see :mod:`.packing`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._conv_kernel import conv_kernel
+from .packing import (
+    ArrayLike,
+    PackedActivations,
+    PackedWeights,
+    pack_activations,
+    pack_weights,
+    to_numpy,
+)
+
+__all__ = ["PackedBinaryConv2d", "PackedBinaryLinear", "binary_conv2d", "binary_linear"]
+
+SUPPORTED = "groups=1, dilation=1, square stride >= 1 and padding >= 0 (zeros)"
+
+
+def _square(value: int | tuple[int, ...], what: str, name: str) -> int:
+    """Accept ``v`` or ``(v, v)``; the kernel uses one stride/padding for both axes."""
+    if isinstance(value, int):
+        return value
+    values = tuple(value)
+    if len(values) == 2 and values[0] == values[1]:
+        return int(values[0])
+    raise ValueError(f"{name}: {what}={value} is not supported by the packed binary conv "
+                     f"(supported: {SUPPORTED})")
+
+
+class PackedBinaryConv2d:
+    """Binary conv2d whose weights are packed once; calls pack the input and convolve.
+
+    Output: int32 array of shape [N, Cout, Ho, Wo] (NCHW, as torch) whose memory is
+    channels-last, the layout the kernel writes contiguously. ``np.ascontiguousarray``
+    gives a plain NCHW copy if needed.
+    """
+
+    def __init__(self, weights: PackedWeights, stride: int = 1, padding: int = 0,
+                 name: str = "conv") -> None:
+        if stride < 1 or padding < 0:
+            raise ValueError(f"{name}: stride={stride}, padding={padding} is not supported "
+                             f"by the packed binary conv (supported: {SUPPORTED})")
+        self.weights = weights
+        self.stride = stride
+        self.padding = padding
+        self.name = name
+
+    @classmethod
+    def from_weight(cls, weight: ArrayLike, stride: int | tuple[int, int] = 1,
+                    padding: int | tuple[int, int] = 0, *, groups: int = 1,
+                    dilation: int | tuple[int, int] = 1, padding_mode: str = "zeros",
+                    name: str = "conv") -> PackedBinaryConv2d:
+        """Pack ``weight`` [Cout, Cin, kh, kw]; unsupported settings raise ``ValueError``."""
+        if groups != 1:
+            raise ValueError(f"{name}: groups={groups} is not supported by the packed binary "
+                             f"conv (supported: {SUPPORTED})")
+        if _square(dilation, "dilation", name) != 1:
+            raise ValueError(f"{name}: dilation={dilation} is not supported by the packed "
+                             f"binary conv (supported: {SUPPORTED})")
+        if padding_mode != "zeros" or isinstance(padding, str):
+            raise ValueError(f"{name}: padding={padding!r}, padding_mode={padding_mode!r} is "
+                             f"not supported by the packed binary conv (supported: {SUPPORTED})")
+        return cls(pack_weights(weight), _square(stride, "stride", name),
+                   _square(padding, "padding", name), name)
+
+    @classmethod
+    def from_module(cls, conv: torch.nn.Conv2d, name: str | None = None) -> PackedBinaryConv2d:
+        """Pack a ``torch.nn.Conv2d``'s weight with its stride/padding (bias is ignored)."""
+        return cls.from_weight(conv.weight, conv.stride, conv.padding, groups=conv.groups,
+                               dilation=conv.dilation, padding_mode=conv.padding_mode,
+                               name=name or type(conv).__name__)
+
+    @property
+    def in_channels(self) -> int:
+        return self.weights.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.weights.out_channels
+
+    def output_hw(self, height: int, width: int) -> tuple[int, int]:
+        kh, kw = self.weights.kernel_size
+        p, s = self.padding, self.stride
+        return (height + 2 * p - kh) // s + 1, (width + 2 * p - kw) // s + 1
+
+    def __call__(self, x: ArrayLike) -> np.ndarray:
+        """Convolve a float NCHW batch (signs taken by the packing)."""
+        arr = to_numpy(x)
+        if arr.ndim != 4 or arr.shape[1] != self.in_channels:
+            raise ValueError(f"{self.name}: expected input [N, {self.in_channels}, H, W], "
+                             f"got {tuple(arr.shape)}")
+        return self.forward_packed(pack_activations(arr, self.padding))
+
+    def forward_packed(self, xp: PackedActivations) -> np.ndarray:
+        """Convolve already-packed activations (re-bordered if their padding differs)."""
+        if xp.channels != self.in_channels:
+            raise ValueError(f"{self.name}: expected {self.in_channels} input channels, "
+                             f"got packed activations with {xp.channels}")
+        xp = xp.with_padding(self.padding)
+        out_h, out_w = self.output_hw(xp.height, xp.width)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"{self.name}: input {xp.height}x{xp.width} is smaller than the "
+                             f"kernel {self.weights.kernel_size} with padding {self.padding}")
+        n, _, padded_w, words = xp.words.shape
+        kh, kw = self.weights.kernel_size
+        offsets = tuple((ky * padded_w + kx) * words for ky in range(kh) for kx in range(kw))
+        out = np.empty((n, out_h, out_w, self.out_channels), np.int32)
+        conv_kernel(xp.words, self.weights.words, self.weights.pad_terms, offsets, (kh, kw),
+                    self.stride, self.padding, self.in_channels, self.weights.block, out)
+        return out.transpose(0, 3, 1, 2)
+
+
+class PackedBinaryLinear:
+    """Binary linear layer: ``sign(x) @ sign(w).T`` as int32, a 1x1 conv on 1x1 images."""
+
+    def __init__(self, conv: PackedBinaryConv2d) -> None:
+        self.conv = conv
+
+    @classmethod
+    def from_weight(cls, weight: ArrayLike, name: str = "linear") -> PackedBinaryLinear:
+        """Pack ``weight`` [out_features, in_features]."""
+        w = to_numpy(weight)
+        if w.ndim != 2:
+            raise ValueError(f"{name}: expected [out, in] weights, got {w.shape}")
+        return cls(PackedBinaryConv2d.from_weight(w[:, :, None, None], name=name))
+
+    @property
+    def in_features(self) -> int:
+        return self.conv.in_channels
+
+    @property
+    def out_features(self) -> int:
+        return self.conv.out_channels
+
+    def __call__(self, x: ArrayLike) -> np.ndarray:
+        """[N, in_features] floats -> [N, out_features] int32."""
+        arr = to_numpy(x)
+        if arr.ndim != 2 or arr.shape[1] != self.in_features:
+            raise ValueError(f"{self.conv.name}: expected input [N, {self.in_features}], "
+                             f"got {tuple(arr.shape)}")
+        return np.ascontiguousarray(self.conv(arr[:, :, None, None])[:, :, 0, 0])
+
+
+def binary_conv2d(x: ArrayLike, weight: ArrayLike, stride: int = 1,
+                  padding: int = 0) -> np.ndarray:
+    """One-off binary conv (packs the weights on every call; keep a layer to reuse them)."""
+    return PackedBinaryConv2d.from_weight(weight, stride, padding)(x)
+
+
+def binary_linear(x: ArrayLike, weight: ArrayLike) -> np.ndarray:
+    """One-off binary linear layer."""
+    return PackedBinaryLinear.from_weight(weight)(x)

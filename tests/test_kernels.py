@@ -1,0 +1,128 @@
+"""Exactness of the packed binary kernels against torch on sign tensors (no timing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sofar_cost.kernels import (
+    PackedBinaryConv2d,
+    PackedBinaryLinear,
+    binary_conv2d,
+    kernel_variant,
+    measure_popcount_ceiling,
+    pack_activations,
+    pack_weights,
+)
+from sofar_cost.kernels.bench import ConvShape, benchmark_conv
+
+
+def sign(t: torch.Tensor) -> torch.Tensor:
+    """The packing's convention: +1 where t >= 0 (incl. -0.0), else -1."""
+    return torch.where(t >= 0, 1.0, -1.0)
+
+
+def reference(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> np.ndarray:
+    return torch.nn.functional.conv2d(sign(x), sign(w), stride=stride,
+                                      padding=padding).numpy().astype(np.int32)
+
+
+# (batch, in_ch, out_ch, size, kernel, stride, padding)
+CASES = [
+    (1, 1, 3, 5, 3, 1, 1),
+    (2, 31, 13, 7, 3, 2, 1),
+    (1, 41, 9, 1, 3, 1, 1),
+    (3, 65, 20, 8, 1, 1, 0),
+    (1, 130, 70, 9, 3, 1, 1),
+    (2, 53, 17, 7, 3, 1, 0),
+    (1, 106, 33, 6, 1, 2, 0),
+    (2, 212, 24, 7, 3, 2, 1),
+    (1, 64, 136, 14, 3, 2, 1),
+    (1, 1, 8, 7, 1, 1, 1),
+    (2, 31, 5, 1, 1, 1, 0),
+    (1, 7, 6, 9, 7, 2, 3),
+]
+
+
+@pytest.mark.parametrize(("n", "cin", "cout", "size", "k", "stride", "pad"), CASES)
+def test_conv_matches_torch(n: int, cin: int, cout: int, size: int, k: int, stride: int,
+                            pad: int) -> None:
+    gen = torch.Generator().manual_seed(cin * 1000 + cout)
+    x = torch.randn(n, cin, size, size + 1, generator=gen)
+    w = torch.randn(cout, cin, k, k, generator=gen)
+    out = PackedBinaryConv2d.from_weight(w, stride, pad)(x)
+    np.testing.assert_array_equal(out, reference(x, w, stride, pad))
+    assert out.dtype == np.int32
+
+
+def test_zero_and_negative_zero_are_plus_one() -> None:
+    x = torch.tensor([0.0, -0.0, -1e-30, 2.0]).reshape(1, 4, 1, 1)
+    w = torch.ones(1, 4, 1, 1)
+    assert binary_conv2d(x, w).item() == 2  # +1 +1 -1 +1
+
+
+def test_packed_input_path_and_repadding() -> None:
+    x = torch.randn(2, 70, 6, 6)
+    w = torch.randn(12, 70, 3, 3)
+    layer = PackedBinaryConv2d.from_weight(w, 1, 1)
+    want = reference(x, w, 1, 1)
+    np.testing.assert_array_equal(layer.forward_packed(pack_activations(x, 1)), want)
+    np.testing.assert_array_equal(layer.forward_packed(pack_activations(x, 0)), want)
+    np.testing.assert_array_equal(layer(x.numpy().astype(np.float64)), want)
+
+
+def test_packing_masks_unused_bits() -> None:
+    xp = pack_activations(torch.ones(1, 70, 2, 2), padding=1)
+    assert xp.words.shape == (1, 4, 4, 2)
+    assert (xp.words[0, 1:3, 1:3, 0] == np.uint64(2**64 - 1)).all()
+    assert (xp.words[0, 1:3, 1:3, 1] == np.uint64(2**6 - 1)).all()
+    assert xp.words[0, 0].sum() == 0  # zero border
+    wp = pack_weights(torch.ones(3, 70, 1, 1))
+    assert int(wp.words[1, 0, 0]) == 2**6 - 1 and wp.words[:, :, 3:].sum() == 0
+    assert (wp.pad_terms[0, :3] == -70).all()
+
+
+@pytest.mark.parametrize(("n", "fin", "fout"), [(1, 1, 1), (5, 106, 33), (3, 512, 1000)])
+def test_linear_matches_torch(n: int, fin: int, fout: int) -> None:
+    x, w = torch.randn(n, fin), torch.randn(fout, fin)
+    out = PackedBinaryLinear.from_weight(w)(x)
+    np.testing.assert_array_equal(out, (sign(x) @ sign(w).T).numpy().astype(np.int32))
+
+
+def test_from_module() -> None:
+    conv = torch.nn.Conv2d(41, 10, 3, stride=2, padding=1, bias=False)
+    x = torch.randn(1, 41, 9, 9)
+    np.testing.assert_array_equal(PackedBinaryConv2d.from_module(conv)(x),
+                                  reference(x, conv.weight.detach(), 2, 1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"groups": 2}, "layer1.conv: groups=2"),
+        ({"dilation": 2}, "layer1.conv: dilation=2"),
+        ({"stride": (1, 2)}, "layer1.conv: stride="),
+        ({"padding": "same"}, "layer1.conv: padding='same'"),
+        ({"padding_mode": "reflect", "padding": 1}, "padding_mode='reflect'"),
+    ],
+)
+def test_unsupported_configs_raise(kwargs: dict, match: str) -> None:
+    w = torch.randn(8, 16, 3, 3)
+    with pytest.raises(ValueError, match=match):
+        PackedBinaryConv2d.from_weight(w, name="layer1.conv", **kwargs)
+
+
+def test_wrong_input_channels_raise() -> None:
+    layer = PackedBinaryConv2d.from_weight(torch.randn(8, 16, 3, 3), name="c")
+    with pytest.raises(ValueError, match="c: expected input"):
+        layer(torch.randn(1, 15, 4, 4))
+
+
+def test_variant_ceiling_and_benchmark_api() -> None:
+    assert kernel_variant() in {"avx512-vpopcntdq", "scalar-popcnt", "generic"}
+    assert measure_popcount_ceiling(seconds=0.05) > 0
+    result = benchmark_conv(ConvShape("tiny", 8, 8, 6, 6), threads=1, repeat=2)
+    for key in ("name", "binary_macs", "ms_xnor", "ms_torch_fp32", "gmacs_per_s", "speedup"):
+        assert key in result
+    assert result["binary_macs"] == 8 * 8 * 36 * 9
