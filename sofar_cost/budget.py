@@ -83,8 +83,14 @@ class ModelResult:
             "flops": self.flops,
             "passed": self.passed,
             "checks": [
-                {"metric": c.metric, "value": c.value, "limit": c.limit, "source": c.source,
-                 "passed": c.passed, "excess": c.excess}  # fmt: skip
+                {
+                    "metric": c.metric,
+                    "value": c.value,
+                    "limit": c.limit,
+                    "source": c.source,
+                    "passed": c.passed,
+                    "excess": c.excess,
+                }
                 for c in self.checks
             ],
         }
@@ -131,7 +137,9 @@ def load_config(path: Path) -> list[dict[str, Any]]:
     locate = _Locator(path, text)
     unknown_top = set(data) - {"model"}
     if unknown_top:
-        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown_top)}; valid: [[model]]")
+        raise ConfigError(
+            f"{path}: unknown top-level key(s) {sorted(unknown_top)}; valid: [[model]]"
+        )
     models = data.get("model")
     if not isinstance(models, list) or not models:
         raise ConfigError(f"{path}: no [[model]] table; each config needs at least one")
@@ -143,7 +151,9 @@ def load_config(path: Path) -> list[dict[str, Any]]:
 def _validate(entry: dict[str, Any], index: int, locate: _Locator) -> None:
     for key in entry:
         if key not in MODEL_KEYS:
-            raise locate.error(index, key, f"unknown key {key!r}; valid: {', '.join(sorted(MODEL_KEYS))}")
+            raise locate.error(
+                index, key, f"unknown key {key!r}; valid: {', '.join(sorted(MODEL_KEYS))}"
+            )
     if ("name" in entry) == ("family" in entry):
         raise locate.error(index, None, "give exactly one of 'name' (a preset) or 'family'")
     if "family" in entry:
@@ -151,25 +161,35 @@ def _validate(entry: dict[str, Any], index: int, locate: _Locator) -> None:
             raise locate.error(index, "family", f"family must be one of {', '.join(FAMILIES)}")
         for key in ("columns", "depth", "width"):
             if key not in entry:
-                raise locate.error(index, None, f"missing field {key!r} for family {entry['family']!r}")
+                raise locate.error(
+                    index, None, f"missing field {key!r} for family {entry['family']!r}"
+                )
     for key in ("width", "columns", "depth"):
         value = entry.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
             raise locate.error(index, key, f"{key} must be a positive integer, got {value!r}")
     dataset = entry.get("dataset", "imagenet")
     if dataset not in DATASETS:
-        raise locate.error(index, "dataset", f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+        raise locate.error(
+            index, "dataset", f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}"
+        )
     budget = entry.get("budget")
     if not isinstance(budget, dict) or not budget:
         raise locate.error(index, None, "missing field 'budget' ([model.budget] table)")
     for key, value in budget.items():
         if key not in BUDGET_KEYS:
-            raise locate.error(index, key, f"unknown budget key {key!r}; valid: {', '.join(sorted(BUDGET_KEYS))}")
-        if key.startswith("max_") or key == "tolerance":
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise locate.error(index, key, f"{key} must be a non-negative number, got {value!r}")
+            raise locate.error(
+                index, key, f"unknown budget key {key!r}; valid: {', '.join(sorted(BUDGET_KEYS))}"
+            )
+        numeric = key.startswith("max_") or key == "tolerance"
+        if numeric and (not isinstance(value, int | float) or isinstance(value, bool) or value < 0):
+            raise locate.error(index, key, f"{key} must be a non-negative number, got {value!r}")
     if not ({"within", "max_params_mbit", "max_flops"} & budget.keys()):
-        raise locate.error(index, None, "the budget needs 'within' or 'max_params_mbit'/'max_flops'")
+        raise locate.error(
+            index, None, "the budget needs 'within' or 'max_params_mbit'/'max_flops'"
+        )
     if "on" in budget and budget["on"] not in ON_VALUES:
         raise locate.error(index, "on", f"on must be one of {', '.join(ON_VALUES)}")
     try:
@@ -178,7 +198,9 @@ def _validate(entry: dict[str, Any], index: int, locate: _Locator) -> None:
             resolve(budget["within"])
     except SofarError as error:
         key = "within" if "within" in budget and str(budget["within"]) in str(error) else "name"
-        raise locate.error(index, key if key in entry or key == "within" else None, str(error)) from None
+        raise locate.error(
+            index, key if key in entry or key == "within" else None, str(error)
+        ) from None
 
 
 def _model_name(entry: dict[str, Any]) -> str:

@@ -11,13 +11,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from sofar_cost.budget import ModelResult, config_files, evaluate, load_config
 from sofar_cost.costs import WidthCosts, model_cost
 from sofar_cost.counting import CountOptions
 from sofar_cost.errors import SofarError, unknown_name_error
 from sofar_cost.formatting import FORMATS, Column, render, to_json, wide_console
 from sofar_cost.models.layers import DATASETS
-from sofar_cost.models.registry import ALIASES, PRESETS, list_models, resolve
+from sofar_cost.models.registry import (
+    ALIASES,
+    MAX_FRACTAL_COLUMNS,
+    PRESETS,
+    ModelSpec,
+    column_variant,
+    list_models,
+    resolve,
+)
 from sofar_cost.paper_tables import PAPER_TABLES, paper_table_rows
 from sofar_cost.solver import Budget, solve_width
 
@@ -221,6 +230,9 @@ def solve(
     budget_mbit: Annotated[float | None, typer.Option("--budget-mbit")] = None,
     budget_flops: Annotated[float | None, typer.Option("--budget-flops")] = None,
     multiple_of: Annotated[int, typer.Option("--multiple-of", help="e.g. 64")] = 1,
+    columns: Annotated[
+        str | None, typer.Option("--columns", help="Solve C = 1..6 of the family, e.g. '1..6'.")
+    ] = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """The largest width whose cost stays within a baseline's (or an absolute) budget."""
@@ -228,47 +240,112 @@ def solve(
     check_dataset_name(dataset)
     spec = resolve(model)
     budget, baseline_row = _budget(match, dataset, budget_mbit, budget_flops)
+    baseline = baseline_row["model"] if baseline_row else None
+    if columns is not None:
+        specs = [column_variant(spec, c) for c in _column_range(columns, spec.family)]
+        results = [_solve_one(s, budget, baseline, dataset, on, multiple_of) for s in specs]
+        _print_family(results, fmt, dataset, on)
+        return
+    result = _solve_one(spec, budget, baseline, dataset, on, multiple_of)
+    if fmt == "json":
+        print(to_json(result))
+        return
+    rows = list(result["candidates"])
+    if baseline_row:
+        rows.append({"label": f"baseline {baseline}", **baseline_row})
+    else:
+        rows.append({"label": "budget", "params_mbit": budget.params_mbit, "flops": budget.flops})
+    table_columns = [Column("label", ""), *COST_COLUMNS[3:5]]
+    render(
+        rows,
+        table_columns,
+        "table",
+        title=f"{spec.name} on {dataset}: largest width within budget ({on})",
+    )
+    console.print(f"[bold]{spec.name}[/bold] width = [bold green]{result['width']}[/bold green]")
+    if result["paper_width"] is not None and result["paper_width"] != result["width"]:
+        console.print(f"the paper uses width {result['paper_width']}: {result['note']}")
+
+
+def _solve_one(
+    spec: ModelSpec, budget: Budget, baseline: str | None, dataset: str, on: str, multiple_of: int
+) -> dict[str, Any]:
+    """One solve, as the JSON contract of ``solve --format json`` (add keys, never rename)."""
     costs = WidthCosts.for_model(spec.name, dataset)
-    solution = solve_width(costs, budget, on, multiple_of)
-    w = solution.width
-    rows = [
-        {"label": f"width {v}", "width": v, **costs.report(v).summary()}
+    w = solve_width(costs, budget, on, multiple_of).width
+    candidates = [
+        {"label": f"width {v}" + ("  <- solved" if v == w else ""), **costs.report(v).summary()}
         for v in (w - multiple_of, w, w + multiple_of)
         if v >= 1
     ]
+    solved = costs.report(w)
+    # The paper's width is comparable only for the paper's own pairing and rule.
+    paper_width = spec.widths.get(dataset) if baseline == spec.baseline and on == "params" else None
+    note = ""
+    if paper_width is not None and paper_width != w:
+        note = "the paper's costs for this model are not reproduced (docs/counting.md)"
+    return {
+        "model": spec.name,
+        "baseline": baseline,
+        "dataset": dataset,
+        "on": on,
+        "multiple_of": multiple_of,
+        "columns": spec.columns,
+        "width": w,
+        "params_mbit": solved.params_mbit,
+        "flops": solved.flops,
+        "baseline_params_mbit": budget.params_mbit,
+        "baseline_flops": budget.flops,
+        "params_ratio": solved.params_mbit / budget.params_mbit if budget.params_mbit else None,
+        "flops_ratio": solved.flops / budget.flops if budget.flops else None,
+        "paper_width": paper_width,
+        "note": note,
+        "candidates": candidates,
+    }
+
+
+def _column_range(text: str, family: str) -> list[int]:
+    """'1..6', '3' or '1,2,4' -> column counts, within the family's limit."""
+    if family not in MAX_FRACTAL_COLUMNS:
+        raise SofarError(f"--columns needs a fractal model (rf-, f-, drf-, df-), not {family!r}")
+    limit = MAX_FRACTAL_COLUMNS[family]
+    try:
+        if ".." in text:
+            low, high = (int(part) for part in text.split(".."))
+            values = list(range(low, high + 1))
+        else:
+            values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise SofarError(f"--columns must look like '1..{limit}' or '2,3', got {text!r}") from None
+    if not values or any(not 1 <= v <= limit for v in values):
+        raise SofarError(f"--columns for {family}- must lie in 1..{limit}, got {text!r}")
+    return values
+
+
+def _print_family(results: list[dict[str, Any]], fmt: str, dataset: str, on: str) -> None:
     if fmt == "json":
-        result = rows[[r["width"] for r in rows].index(w)]
-        print(to_json({
-            "model": spec.name,
-            "baseline": baseline_row["model"] if baseline_row else None,
-            "dataset": dataset,
-            "on": on,
-            "multiple_of": multiple_of,
-            "width": w,
-            "params_mbit": result["params_mbit"],
-            "flops": result["flops"],
-            "baseline_params_mbit": budget.params_mbit,
-            "baseline_flops": budget.flops,
-            "candidates": rows,
-        }))
+        print(to_json(results))
         return
-    if baseline_row:
-        rows.append({"label": f"baseline {baseline_row['model']}", **baseline_row})
-    else:
-        rows.append({"label": "budget", "params_mbit": budget.params_mbit, "flops": budget.flops})
-    for row in rows:
-        if row.get("width") == w and row["label"].startswith("width"):
-            row["label"] += "  <- solved"
-    columns = [Column("label", ""), *COST_COLUMNS[3:5]]
-    render(rows, columns, "table", title=f"{spec.name} on {dataset}: largest width within budget ({on})")
-    console.print(f"[bold]{spec.name}[/bold] width = [bold green]{w}[/bold green]")
+    for row in results:
+        row["depth"] = int(row["model"].rsplit("-", 1)[1])
+        for key in ("params_ratio", "flops_ratio"):
+            row[key.replace("ratio", "pct")] = None if row[key] is None else 100 * row[key]
+    columns = [
+        Column("columns", "C", "d"), Column("model", "model"), Column("depth", "depth", "d"),
+        Column("width", "width", "d"), Column("params_mbit", "Params (Mbit)", ".2f"),
+        Column("flops", "Flops", ".3e"), Column("params_pct", "% budget Mbit", ".1f"),
+        Column("flops_pct", "% budget Flops", ".1f"),
+    ]  # fmt: skip
+    render(results, columns, "table", title=f"widths within budget on {dataset} ({on})")
 
 
 def _budget(
     match: str | None, dataset: str, mbit: float | None, flops: float | None
 ) -> tuple[Budget, dict[str, Any] | None]:
     if match is None and mbit is None and flops is None:
-        raise SofarError("give a baseline with --match MODEL or a budget with --budget-mbit/--budget-flops")
+        raise SofarError(
+            "give a baseline with --match MODEL or a budget with --budget-mbit/--budget-flops"
+        )
     if match is not None and (mbit is not None or flops is not None):
         raise SofarError("use either --match or --budget-mbit/--budget-flops, not both")
     if match is None:
@@ -301,11 +378,15 @@ def check(
             continue
         results += [evaluate(path, entry) for entry in entries]
     if fmt == "json":
-        print(to_json({
-            "passed": not errors and all(r.passed for r in results),
-            "errors": errors,
-            "models": [r.to_dict() for r in results],
-        }))
+        print(
+            to_json(
+                {
+                    "passed": not errors and all(r.passed for r in results),
+                    "errors": errors,
+                    "models": [r.to_dict() for r in results],
+                }
+            )
+        )
     else:
         _print_check(results)
     for message in errors:

@@ -62,8 +62,9 @@ class WidthCosts:
 
     def _report(self, width: int) -> CostReport:
         model = self._meta_model(width)
-        return trace(model, self.shape, self.options, name=self.name, dataset=self.dataset,
-                     width=width)
+        return trace(
+            model, self.shape, self.options, name=self.name, dataset=self.dataset, width=width
+        )
 
     def metric(self, width: int, on: str) -> float:
         return self.params_mbit(width) if on == "params" else self.report(width).flops

@@ -58,7 +58,7 @@ def render(
     title: str = "",
     console: Console | None = None,
 ) -> None:
-    """Print ``rows`` as ``fmt``; JSON keeps every key of each row (a contract), not just columns."""
+    """Print ``rows`` as ``fmt``; JSON keeps every key of each row (a contract)."""
     console = console or wide_console()
     if fmt == "json":
         print(to_json(list(rows)))

@@ -14,7 +14,11 @@ from sofar_cost.errors import unknown_name_error
 from sofar_cost.published import load_published
 
 # table name -> (SoFAR table number, dataset)
-PAPER_TABLES = {"imagenet": (1, "imagenet"), "cifar100": (2, "cifar100"), "ablation": (3, "cifar100")}
+PAPER_TABLES = {
+    "imagenet": (1, "imagenet"),
+    "cifar100": (2, "cifar100"),
+    "ablation": (3, "cifar100"),
+}
 
 UNREPRODUCIBLE_NOTE = "paper row not reproducible (see docs/counting.md)"
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from sofar_cost.costs import model_cost
 from sofar_cost.tracer import CostReport
 
 
-@lru_cache(maxsize=None)
+@cache
 def cost(name: str, dataset: str = "imagenet", width: int | None = None) -> CostReport:
     return model_cost(name, dataset, width)

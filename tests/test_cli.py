@@ -24,7 +24,7 @@ def test_compare_json_contract_and_ratios() -> None:
     rows = json.loads(run("compare", "rf-c4d8", "bireal18", "--format", "json"))
     assert [r["model"] for r in rows] == ["rf-c4d8-37", "bireal18"]
     for row in rows:
-        assert COMPARE_KEYS <= row.keys()
+        assert row.keys() >= COMPARE_KEYS
         assert all(isinstance(row[k], int | float) for k in COMPARE_KEYS - {"model", "dataset"})
     assert rows[0]["width"] == 41
     assert round(rows[0]["params_mbit"], 2) == 32.24
@@ -105,3 +105,24 @@ def test_solve_json_contract() -> None:
     assert out["width"] == 36
     table = run("solve", "rf-c4d8", "--match", "bireal18")
     assert "width = 41" in table and "width 42" in table and "baseline bireal18" in table
+
+
+def test_solve_a_whole_family_by_columns() -> None:
+    rows = json.loads(run("solve", "rf-c4d8", "--match", "bireal18", "--columns", "3..5", "-f",
+                          "json"))  # fmt: skip
+    assert [(r["model"], r["width"]) for r in rows] == [
+        ("rf-c3d4-21", 53), ("rf-c4d8-37", 41), ("rf-c5d16-69", 31)]  # fmt: skip
+    assert all(r["params_ratio"] <= 1 for r in rows)
+    assert "rf-c6d32-133" in run("solve", "rf-c4d8", "--match", "bireal18", "--columns", "6")
+    assert "must lie in 1..4" in run("solve", "drf-c2d2", "--match", "bdn51", "--columns", "1..5",
+                                     code=2)  # fmt: skip
+    assert "--columns needs a fractal model" in run("solve", "bireal34", "--match", "bireal18",
+                                                    "--columns", "2", code=2)  # fmt: skip
+
+
+def test_solve_reports_the_paper_width_beside_ours_for_drf() -> None:
+    out = json.loads(run("solve", "drf-c2d2", "--match", "bdn51", "-f", "json"))
+    assert out["paper_width"] == 53 and out["width"] > 53
+    assert "not reproduced" in out["note"]
+    text = run("solve", "drf-c2d2", "--match", "bdn51")
+    assert "the paper uses width 53" in text

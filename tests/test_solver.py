@@ -50,7 +50,9 @@ def test_drf_widths_differ_because_paper_costs_do_not_reproduce(name, dataset, p
     """Eq. 12-15 as implemented costs less than the paper prints, so the rule allows more."""
     solved = solve(name, PRESETS[name].baseline, dataset)
     assert solved > paper
-    assert cost(name, dataset, paper).params_mbit < cost(PRESETS[name].baseline, dataset).params_mbit
+    assert (
+        cost(name, dataset, paper).params_mbit < cost(PRESETS[name].baseline, dataset).params_mbit
+    )
 
 
 @pytest.mark.parametrize("name", ["rf-c5d16-149", "drf-c3d4-97", "drf-c3d4-133"])

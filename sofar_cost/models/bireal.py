@@ -22,5 +22,7 @@ def bireal_resnet(depth: int, width: int, dataset: DatasetSpec) -> StagedNet:
             in_channels = out_channels
         stages.append(nn.Sequential(*units))
     return StagedNet(
-        stem(width, dataset), nn.Sequential(*stages), ClassifierHead(in_channels, dataset.num_classes)
+        stem(width, dataset),
+        nn.Sequential(*stages),
+        ClassifierHead(in_channels, dataset.num_classes),
     )

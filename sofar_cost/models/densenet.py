@@ -40,7 +40,7 @@ TransitionRule = Callable[[int, float], int]
 
 def bethge_transition_width(channels: int, reduction: float) -> int:
     """The official BinaryDenseNet code (BMXNet-v2, larq-zoo): multiples of 32."""
-    return int(round((channels // reduction) / 32)) * 32
+    return round((channels // reduction) / 32) * 32
 
 
 def sofar_transition_width(channels: int, reduction: float) -> int:

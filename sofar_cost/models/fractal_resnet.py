@@ -65,7 +65,9 @@ def fractal_resnet(
         stages.append(nn.Sequential(*layers))
     final_width = width * 2 ** (len(stage_blocks) - 1)
     return StagedNet(
-        stem(width, dataset), nn.Sequential(*stages), ClassifierHead(final_width, dataset.num_classes)
+        stem(width, dataset),
+        nn.Sequential(*stages),
+        ClassifierHead(final_width, dataset.num_classes),
     )
 
 

@@ -103,23 +103,35 @@ def _fractal_spec(
 def _presets() -> dict[str, ModelSpec]:
     specs = [
         ModelSpec(
-            f"bireal{d}", "bireal", lambda w, ds, d=d: bireal_resnet(d, w, ds),
-            {"imagenet": 64, "cifar100": 64}, None, f"Bi-Real ResNet{d}",
+            f"bireal{d}",
+            "bireal",
+            lambda w, ds, d=d: bireal_resnet(d, w, ds),
+            {"imagenet": 64, "cifar100": 64},
+            None,
+            f"Bi-Real ResNet{d}",
         )
         for d in (18, 34)
     ]
     specs += [
         ModelSpec(
-            f"binarydensenet{d}", "binarydensenet", lambda w, ds, d=d: binary_densenet(d, w, ds),
-            {"imagenet": 64, "cifar100": 64}, None, f"BinaryDenseNet{d}",
+            f"binarydensenet{d}",
+            "binarydensenet",
+            lambda w, ds, d=d: binary_densenet(d, w, ds),
+            {"imagenet": 64, "cifar100": 64},
+            None,
+            f"BinaryDenseNet{d}",
             "growth 64 as in the BinaryDenseNet paper (Table 7), also on CIFAR-100",
         )
         for d in BDN_CONFIGS
     ]
     specs += [
         ModelSpec(
-            f"bdn{d}", "bdn", lambda w, ds, d=d: sofar_binary_densenet(d, w, ds),
-            {"imagenet": 32, "cifar100": 32}, None, f"BinaryDenseNet{d}(32)",
+            f"bdn{d}",
+            "bdn",
+            lambda w, ds, d=d: sofar_binary_densenet(d, w, ds),
+            {"imagenet": 32, "cifar100": 32},
+            None,
+            f"BinaryDenseNet{d}(32)",
         )
         for d in SOFAR_BDN_DEPTH
     ]
@@ -180,6 +192,18 @@ def resolve(name: str) -> ModelSpec:
     if d != 2 ** (columns - 1):
         raise SofarError(f"{name!r}: a {columns}-column block has depth d{2 ** (columns - 1)}")
     return _fractal_spec(family, columns, depth)
+
+
+def column_variant(spec: ModelSpec, columns: int) -> ModelSpec:
+    """The same fractal family and budget layout (ResNet18/34, DenseNet51/69) with C columns."""
+    if spec.columns is None or spec.baseline is None:
+        raise SofarError(f"--columns needs a fractal model (rf-, f-, drf-, df-), got {spec.name!r}")
+    if spec.family in ("rf", "f"):
+        stages = RESNET18_BUDGET_STAGES if spec.baseline == "bireal18" else RESNET34_BUDGET_STAGES
+        depth = fractal_depth(columns, stages)
+    else:
+        depth = dense_depth(columns, BDN_CONFIGS[SOFAR_BDN_DEPTH[int(spec.baseline[3:])]][0])
+    return resolve(f"{spec.family}-c{columns}d{2 ** (columns - 1)}-{depth}")
 
 
 def check_dataset(dataset: str) -> DatasetSpec:
