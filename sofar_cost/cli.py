@@ -355,6 +355,42 @@ def _budget(
 
 
 @app.command()
+@user_errors
+def bench(
+    model: Annotated[str, typer.Argument(help="Model preset to benchmark.")],
+    dataset: DatasetOpt = "imagenet",
+    threads: Annotated[int, typer.Option(help="Threads for the kernels and torch alike.")] = 1,
+    repeat: Annotated[int, typer.Option(help="Timed runs per layer (median).")] = 10,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Time every binary conv layer on the XNOR kernels against torch float32, same run."""
+    check_format(fmt, ("table", "json"))
+    check_dataset_name(dataset)
+    from sofar_cost.layer_bench import bench_model_layers  # numba compiles: load on demand
+
+    result = bench_model_layers(model, dataset, None, threads, repeat, progress=fmt == "table")
+    if fmt == "json":
+        print(to_json(result))
+        return
+    columns = [
+        Column("name", "layer"), Column("in_channels", "in", "d"),
+        Column("out_channels", "out", "d"), Column("height", "H", "d"),
+        Column("stride", "stride", "d"), Column("binary_macs", "binary MACs", ",d"),
+        Column("flops", "Flops", ".3g"), Column("ms_xnor", "ms XNOR", ".3f"),
+        Column("ms_torch_fp32", "ms torch fp32", ".3f"), Column("speedup", "speed-up", ".1f"),
+        Column("gmacs_per_s", "G bMAC/s", ".0f"), Column("ceiling_fraction", "of ceiling", ".0%"),
+    ]  # fmt: skip
+    render(result["layers"], columns, "table", title=f"{result['model']} on {dataset}, "
+           f"{threads} thread(s), kernel {result['kernel_variant']}")  # fmt: skip
+    console.print(
+        f"total: XNOR {result['total_ms_xnor']:.2f} ms, torch fp32 "
+        f"{result['total_ms_torch_fp32']:.2f} ms, speed-up {result['total_speedup']:.1f}x "
+        f"(worst layer {result['worst_speedup']:.1f}x); popcount ceiling "
+        f"{result['popcount_ceiling_gmacs_per_s']:.0f} G binary MACs/s per core"
+    )
+
+
+@app.command()
 def check(
     paths: Annotated[list[Path], typer.Argument(help="Config files or folders of *.toml.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",

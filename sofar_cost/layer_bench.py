@@ -1,0 +1,111 @@
+"""Per-layer kernel timings of a whole model, next to its analytic costs (``sofar-cost bench``).
+
+Each binary conv layer of the model is timed on the packed kernel and on torch float32 conv2d
+with the same shape and thread count, in one run. Layers of identical shape are timed once
+(a 149-layer RF net has only a handful of distinct shapes) and the timing is shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sofar_cost.binary import is_binary_layer
+from sofar_cost.costs import input_shape
+from sofar_cost.errors import SofarError
+from sofar_cost.kernels import kernel_variant, measure_popcount_ceiling
+from sofar_cost.kernels.bench import ConvShape, benchmark_layers, thread_count
+from sofar_cost.models.registry import create_model
+
+
+def binary_conv_shapes(model: nn.Module, shape: tuple[int, ...]) -> list[ConvShape]:
+    """The shape of every binary conv the model runs, in execution order (traced on meta)."""
+    found: list[ConvShape] = []
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if not (is_binary_layer(module) and isinstance(module, nn.Conv2d)):
+            return
+        name = names.get(id(module), type(module).__name__)
+        square = module.kernel_size[0] == module.kernel_size[1]
+        if module.groups != 1 or module.dilation != (1, 1) or not square:
+            raise SofarError(
+                f"layer {name}: groups={module.groups}, dilation={module.dilation}, kernel "
+                f"{module.kernel_size} cannot run on the packed kernel (groups 1, dilation 1, "
+                "square kernels only)"
+            )
+        _, channels, height, width = inputs[0].shape
+        found.append(
+            ConvShape(name, channels, module.out_channels, height, width,
+                      module.kernel_size[0], module.stride[0], module.padding[0])  # fmt: skip
+        )
+
+    handle = nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(shape, device="meta"))
+    finally:
+        handle.remove()
+    return found
+
+
+def bench_model_layers(
+    name: str,
+    dataset: str = "imagenet",
+    width: int | None = None,
+    threads: int = 1,
+    repeat: int = 10,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Time every binary conv layer of a preset; the ``bench --format json`` contract."""
+    if threads < 1:
+        raise SofarError(f"--threads must be at least 1, got {threads}")
+    if repeat < 1:
+        raise SofarError(f"--repeat must be at least 1, got {repeat}")
+    with torch.device("meta"):
+        model = create_model(name, dataset, width)
+    shapes = binary_conv_shapes(model, input_shape(dataset))
+    if not shapes:
+        raise SofarError(f"model {name!r} has no binary conv layer to benchmark")
+    key = lambda s: (s.in_channels, s.out_channels, s.height, s.width,  # noqa: E731
+                     s.kernel_size, s.stride, s.padding)  # fmt: skip
+    unique = list({key(s): s for s in shapes}.values())
+    timed = {key(s): r for s, r in zip(unique, benchmark_layers(unique, threads, repeat, progress))}
+    with thread_count(1):
+        ceiling = measure_popcount_ceiling(seconds=0.3)
+    layers = []
+    for shape in shapes:
+        result = timed[key(shape)]
+        layers.append({
+            "name": shape.name,
+            "in_channels": shape.in_channels,
+            "out_channels": shape.out_channels,
+            "height": shape.height,
+            "width": shape.width,
+            "kernel_size": shape.kernel_size,
+            "stride": shape.stride,
+            "binary_macs": shape.binary_macs,
+            "flops": shape.binary_macs / 64,
+            "ms_xnor": result["ms_xnor"],
+            "ms_torch_fp32": result["ms_torch_fp32"],
+            "gmacs_per_s": result["gmacs_per_s"],
+            "speedup": result["speedup"],
+            "ceiling_fraction": result["gmacs_per_s"] * 1e9 / (ceiling * threads),
+        })  # fmt: skip
+    total_xnor = sum(layer["ms_xnor"] for layer in layers)
+    total_torch = sum(layer["ms_torch_fp32"] for layer in layers)
+    return {
+        "model": model.sofar_name,
+        "dataset": dataset,
+        "threads": threads,
+        "kernel_variant": kernel_variant(),
+        "popcount_ceiling_gmacs_per_s": ceiling / 1e9,
+        "layers": layers,
+        "total_binary_macs": sum(layer["binary_macs"] for layer in layers),
+        "total_ms_xnor": total_xnor,
+        "total_ms_torch_fp32": total_torch,
+        "total_speedup": total_torch / total_xnor,
+        "worst_speedup": min(layer["speedup"] for layer in layers),
+    }
