@@ -37,9 +37,9 @@ def binary_conv_shapes(model: nn.Module, shape: tuple[int, ...]) -> list[ConvSha
                 "square kernels only)"
             )
         _, channels, height, width = inputs[0].shape
+        kernel, stride, padding = module.kernel_size[0], module.stride[0], module.padding[0]
         found.append(
-            ConvShape(name, channels, module.out_channels, height, width,
-                      module.kernel_size[0], module.stride[0], module.padding[0])  # fmt: skip
+            ConvShape(name, channels, module.out_channels, height, width, kernel, stride, padding)
         )
 
     handle = nn.modules.module.register_module_forward_pre_hook(record)
@@ -49,6 +49,11 @@ def binary_conv_shapes(model: nn.Module, shape: tuple[int, ...]) -> list[ConvSha
     finally:
         handle.remove()
     return found
+
+
+def _shape_key(s: ConvShape) -> tuple[int, ...]:
+    """Layers equal in everything but their name share one timing."""
+    return (s.in_channels, s.out_channels, s.height, s.width, s.kernel_size, s.stride, s.padding)
 
 
 def bench_model_layers(
@@ -69,15 +74,14 @@ def bench_model_layers(
     shapes = binary_conv_shapes(model, input_shape(dataset))
     if not shapes:
         raise SofarError(f"model {name!r} has no binary conv layer to benchmark")
-    key = lambda s: (s.in_channels, s.out_channels, s.height, s.width,  # noqa: E731
-                     s.kernel_size, s.stride, s.padding)  # fmt: skip
-    unique = list({key(s): s for s in shapes}.values())
-    timed = {key(s): r for s, r in zip(unique, benchmark_layers(unique, threads, repeat, progress))}
+    unique = list({_shape_key(s): s for s in shapes}.values())
+    results = benchmark_layers(unique, threads, repeat, progress)
+    timed = {_shape_key(s): r for s, r in zip(unique, results, strict=True)}
     with thread_count(1):
         ceiling = measure_popcount_ceiling(seconds=0.3)
     layers = []
     for shape in shapes:
-        result = timed[key(shape)]
+        result = timed[_shape_key(shape)]
         layers.append({
             "name": shape.name,
             "in_channels": shape.in_channels,
