@@ -17,12 +17,12 @@ from sofar_cost.costs import WidthCosts, model_cost
 from sofar_cost.counting import CountOptions
 from sofar_cost.errors import SofarError, unknown_name_error
 from sofar_cost.formatting import FORMATS, Column, render, to_json, wide_console
-from sofar_cost.models.layers import DATASETS
 from sofar_cost.models.registry import (
     ALIASES,
     MAX_FRACTAL_COLUMNS,
     PRESETS,
     ModelSpec,
+    check_dataset,
     column_variant,
     list_models,
     resolve,
@@ -75,12 +75,6 @@ def check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> str:
     if fmt not in allowed:
         raise unknown_name_error("format", fmt, allowed)
     return fmt
-
-
-def check_dataset_name(dataset: str) -> str:
-    if dataset not in DATASETS:
-        raise unknown_name_error("dataset", dataset, DATASETS)
-    return dataset
 
 
 def count_options(count: list[str] | None) -> CountOptions:
@@ -155,7 +149,7 @@ def compare(
 ) -> None:
     """Params and Flops side by side, each as a share of the last-named model (the baseline)."""
     check_format(fmt)
-    check_dataset_name(dataset)
+    check_dataset(dataset)
     options = count_options(count)
     reports = [model_cost(name, dataset, width, options) for name in models]
     baseline = reports[-1]
@@ -237,7 +231,7 @@ def solve(
 ) -> None:
     """The largest width whose cost stays within a baseline's (or an absolute) budget."""
     check_format(fmt, ("table", "json"))
-    check_dataset_name(dataset)
+    check_dataset(dataset)
     spec = resolve(model)
     budget, baseline_row = _budget(match, dataset, budget_mbit, budget_flops)
     baseline = baseline_row["model"] if baseline_row else None
@@ -365,7 +359,7 @@ def bench(
 ) -> None:
     """Time every binary conv layer on the XNOR kernels against torch float32, same run."""
     check_format(fmt, ("table", "json"))
-    check_dataset_name(dataset)
+    check_dataset(dataset)
     from sofar_cost.layer_bench import bench_model_layers  # numba compiles: load on demand
 
     result = bench_model_layers(model, dataset, None, threads, repeat, progress=fmt == "table")
@@ -396,12 +390,10 @@ def check(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """Check model configs against their budgets: exit 0 all pass, 1 any over, 2 malformed."""
-    if fmt not in ("table", "json"):
-        typer.echo(f"error: unknown format {fmt!r}; valid: table, json", err=True)
-        raise typer.Exit(2)
     errors: list[str] = []
     results: list[ModelResult] = []
     try:
+        check_format(fmt, ("table", "json"))
         files = config_files(paths)
     except SofarError as error:
         typer.echo(f"error: {error}", err=True)
