@@ -26,6 +26,7 @@ Conventions:
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 
 import pandas as pd
@@ -80,4 +81,55 @@ def load_published(source: str | None = None, dataset: str | None = None) -> pd.
         df = df[df["source"] == source]
     if dataset is not None:
         df = df[df["dataset"] == dataset]
+    return df.reset_index(drop=True)
+
+
+def published_with_costs(
+    source: str | None = None,
+    dataset: str | None = None,
+    binary_only: bool = True,
+    drop_unmatched: bool = False,
+) -> pd.DataFrame:
+    """Published rows beside our computed costs, so accuracy can be plotted against our counts.
+
+    Adds ``family`` (the preset's family), ``our_width``, ``our_params_mbit`` and
+    ``our_flops``. Costs are those of the binary preset, counted at the row's printed width;
+    where the row prints no width (results quoted from other papers) at the preset's paper
+    width. ``binarydensenet*`` presets always use their paper width (growth 64): SoFAR and IGP
+    print the BinaryDenseNet paper's own models as "BinaryDenseNet51(32)" / "69(32)", a label,
+    not a growth rate. Rows without a preset, on a dataset we do not model, or not binary
+    (``binary_only=False``) keep NaN costs; ``drop_unmatched=True`` drops them instead.
+    """
+    # Imported here: the costs module pulls in torch and the model registry.
+    from sofar_cost.costs import model_cost
+    from sofar_cost.models.layers import DATASETS
+    from sofar_cost.models.registry import resolve
+
+    df = load_published(source, dataset)
+    if binary_only:
+        df = df[df["bits"] == 1]
+    df = df.copy()
+    families, widths, params, flops = [], [], [], []
+    for row in df.itertuples():
+        spec = resolve(row.preset) if isinstance(row.preset, str) else None
+        family = spec.family if spec else None
+        width = float("nan")
+        if spec and row.bits == 1 and row.dataset in DATASETS:
+            printed = row.width if family != "binarydensenet" else float("nan")
+            width = int(spec.widths[row.dataset] if math.isnan(printed) else printed)
+        if isinstance(width, int):
+            report = model_cost(spec.name, row.dataset, width)
+            params.append(report.params_mbit)
+            flops.append(report.flops)
+        else:
+            params.append(float("nan"))
+            flops.append(float("nan"))
+        families.append(family)
+        widths.append(width)
+    df["family"] = families
+    df["our_width"] = pd.array([w if isinstance(w, int) else None for w in widths], dtype="Int64")
+    df["our_params_mbit"] = params
+    df["our_flops"] = flops
+    if drop_unmatched:
+        df = df[df["our_flops"].notna()]
     return df.reset_index(drop=True)

@@ -52,16 +52,16 @@ def conv_kernel(
     """Binary conv2d by XOR + popcount on packed words, written into ``out`` [N, Ho, Wo, Cout].
 
     xp: [N, Hp, Wp, words] padded packed input; wp: [words, taps, Cout_pad] packed weights;
-    pad_terms: [taps, Cout_pad] what an all-zero padding word wrongly contributes per tap
-    (``in_channels - 2 * popcount(w)``, minus the tap's weight-sign sum); offsets: flat word offset of each
-    tap inside the padded image (a tuple so its length is a compile-time constant and the
-    tap loop is fully unrolled, leaving the output-channel loop innermost, which LLVM
-    vectorises: one activation word is broadcast against ``block`` weight words).
+    pad_terms: [taps, Cout_pad], what an all-zero padding word wrongly contributes per tap;
+    offsets: flat word offset of each tap inside the padded image, a tuple so that its
+    length is a compile-time constant: the tap loop is then fully unrolled, leaving the
+    output-channel loop innermost, which LLVM vectorises (each weight vector is XORed
+    with broadcast activation words of four output pixels).
 
-    Every tap of every word counts ``64 * words - 2 * popcount(x ^ w)`` only over real
-    channels because unused bits are 0 in both operands, so a pixel's sum is
-    ``in_channels * taps - 2 * acc``. A zero-padding tap must contribute 0, so its
-    ``pad_terms`` entry is subtracted at border pixels.
+    Unused bits are 0 in both operands, so each (tap, word) adds ``bits - 2 * popcount``
+    over real channels only and a pixel's sum is ``in_channels * taps - 2 * acc``. A
+    zero-padding tap must contribute 0, so its ``pad_terms`` entry is subtracted at
+    border pixels. One parallel task is one output row times one block of channels.
     """
     n_img, hp, wpad, words = xp.shape
     out_h, out_w, cout = out.shape[1], out.shape[2], out.shape[3]

@@ -1,0 +1,224 @@
+"""Packed end-to-end inference: binary convs on the XNOR kernels, everything else in PyTorch.
+
+:func:`pack_model` deep-copies a registry model (or any model whose binary layers are
+``Conv2d``) and swaps each binary conv for a :class:`PackedConv`, whose weight signs are
+packed once. Per-output-channel factors become one float affine on the kernel's int32
+result, computed in one pass that writes float32 channels-last memory (the kernel's own
+layout), so activations stay channels-last from layer to layer and the next layer packs
+them without a transpose. In a :class:`BinaryConvUnit` (sign -> conv -> BN, + shortcut) the
+weight scale E, the BN and the residual add are all fused into that pass.
+
+:func:`benchmark_end_to_end` times one image through the packed model, the float32 model
+and the simulated-binary PyTorch model in the same run.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from sofar_cost.binary import BinaryConv2d, is_binary_layer, set_binarization
+from sofar_cost.costs import input_shape, model_cost
+from sofar_cost.errors import SofarError
+from sofar_cost.kernels import PackedActivations, PackedBinaryConv2d, kernel_variant, n_words
+from sofar_cost.kernels import pack_activations as pack_nchw
+from sofar_cost.models.layers import BinaryConvUnit
+from sofar_cost.models.registry import create_model
+
+__all__ = ["PackedConv", "PackedConvUnit", "benchmark_end_to_end", "pack_model"]
+
+
+@njit(parallel=True, cache=True)
+def _pack_nhwc_kernel(x: np.ndarray, pad: int, out: np.ndarray) -> None:
+    """Sign bits of channels-last ``x`` [N, H, W, C] into zeroed ``out`` [N, H+2p, W+2p, words].
+
+    Same convention as :func:`sofar_cost.kernels.pack_activations` (bit set where x >= 0);
+    reading channels-last memory avoids a transpose copy per layer.
+    """
+    n_img, height, width, chans = x.shape
+    words = out.shape[3]
+    for task in prange(n_img * height):
+        n = task // height
+        h = task % height
+        for w in range(width):
+            pixel = x[n, h, w]
+            for k in range(words):
+                word = np.uint64(0)
+                for b in range(min(64, chans - 64 * k)):
+                    word |= np.uint64(pixel[64 * k + b] >= 0) << np.uint64(b)
+                out[n, h + pad, w + pad, k] = word
+
+
+@njit(parallel=True, cache=True)
+def _affine_kernel(acc: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray) -> None:
+    """``out[p, c] = acc[p, c] * scale[c] + shift[c]``: int32 -> float32 in one pass."""
+    for p in prange(acc.shape[0]):
+        for c in range(acc.shape[1]):
+            out[p, c] = np.float32(acc[p, c]) * scale[c] + shift[c]
+
+
+@njit(parallel=True, cache=True)
+def _affine_add_kernel(
+    acc: np.ndarray, scale: np.ndarray, shift: np.ndarray, residual: np.ndarray, out: np.ndarray
+) -> None:
+    """As :func:`_affine_kernel`, plus a residual of the same [pixels, channels] layout."""
+    for p in prange(acc.shape[0]):
+        for c in range(acc.shape[1]):
+            out[p, c] = np.float32(acc[p, c]) * scale[c] + shift[c] + residual[p, c]
+
+
+def _nhwc(x: torch.Tensor) -> np.ndarray:
+    """The channels-last [N, H, W, C] numpy view of a channels-last float32 NCHW tensor."""
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def pack_activations(x: torch.Tensor, padding: int) -> PackedActivations:
+    """Pack an NCHW tensor's signs, reading channels-last memory directly when it has it."""
+    if x.dtype != torch.float32:
+        x = x.float()
+    if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+        # plain NCHW (1x1 images and single channels are both: the NCHW kernel is fine)
+        return pack_nchw(x, padding)
+    n, c, h, w = x.shape
+    words = np.zeros((n, h + 2 * padding, w + 2 * padding, n_words(c)), np.uint64)
+    _pack_nhwc_kernel(_nhwc(x), padding, words)
+    return PackedActivations(words, c, padding)
+
+
+def weight_scale(conv: nn.Conv2d) -> torch.Tensor:
+    """E = mean |W| per output channel, the factor :func:`binarize_weight` multiplies in."""
+    return conv.weight.detach().abs().mean(dim=(1, 2, 3)).float()
+
+
+class PackedConv(nn.Module):
+    """A binary conv on the packed kernel: ``scale * conv(sign(x), sign(W)) + shift``.
+
+    ``scale``/``shift`` are per output channel (E, folded BN, bias). The output is float32
+    NCHW with channels-last memory; ``residual`` (same shape) is added in the same pass.
+    """
+
+    def __init__(
+        self, kernel: PackedBinaryConv2d, scale: torch.Tensor, shift: torch.Tensor
+    ) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.register_buffer("scale", scale.detach().float().contiguous())
+        self.register_buffer("shift", shift.detach().float().contiguous())
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, name: str, bn: nn.BatchNorm2d | None = None) -> PackedConv:
+        """Pack ``conv`` (a :class:`BinaryConv2d`, or a user binary Conv2d: then no E).
+
+        A following eval-mode ``bn`` is folded in: ``gamma / std * (E * acc) + beta - ...``.
+        """
+        try:
+            kernel = PackedBinaryConv2d.from_module(conv, name=name)
+        except ValueError as error:
+            raise SofarError(f"cannot pack binary layer {name}: {error}") from None
+        out = conv.out_channels
+        scale = weight_scale(conv) if isinstance(conv, BinaryConv2d) else torch.ones(out)
+        shift = conv.bias.detach().float() if conv.bias is not None else torch.zeros(out)
+        if bn is not None:
+            gain = bn.weight.detach() if bn.affine else torch.ones(out)
+            beta = bn.bias.detach() if bn.affine else torch.zeros(out)
+            gain = gain / torch.sqrt(bn.running_var + bn.eps)
+            scale, shift = scale * gain, (shift - bn.running_mean) * gain + beta
+        return cls(kernel, scale, shift)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        acc = self.kernel.forward_packed(pack_activations(x, self.kernel.padding))
+        n, c, h, w = acc.shape
+        out = torch.empty((n, c, h, w), memory_format=torch.channels_last)
+        acc_flat = acc.transpose(0, 2, 3, 1).reshape(-1, c)  # the kernel wrote NHWC: a view
+        out_flat = _nhwc(out).reshape(-1, c)
+        scale, shift = self.scale.numpy(), self.shift.numpy()
+        if residual is None:
+            _affine_kernel(acc_flat, scale, shift, out_flat)
+        else:
+            res = residual.float().contiguous(memory_format=torch.channels_last)
+            _affine_add_kernel(acc_flat, scale, shift, _nhwc(res).reshape(-1, c), out_flat)
+        return out
+
+    def extra_repr(self) -> str:
+        k = self.kernel
+        return (f"{k.name}: {k.in_channels} -> {k.out_channels}, kernel {k.weights.kernel_size}, "
+                f"stride {k.stride}, padding {k.padding}")
+
+
+class PackedConvUnit(nn.Module):
+    """:class:`BinaryConvUnit` with conv, BN and the shortcut add fused into one pass."""
+
+    def __init__(self, conv: PackedConv, shortcut: nn.Module | None) -> None:
+        super().__init__()
+        self.conv = conv
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.shortcut(x) if self.shortcut is not None else None
+        return self.conv(x, residual)
+
+
+def _foldable_bn(bn: nn.Module) -> bool:
+    """An eval-mode BN with running statistics: a fixed per-channel affine."""
+    return type(bn) is nn.BatchNorm2d and bn.running_mean is not None and not bn.training
+
+
+def _packed(module: nn.Module, name: str) -> nn.Module | None:
+    """The packed replacement of a binary layer / Bi-Real unit, or None for other modules."""
+    if type(module) is BinaryConvUnit and is_binary_layer(module.conv):
+        if _foldable_bn(module.bn):
+            return PackedConvUnit(PackedConv.from_conv(module.conv, f"{name}.conv", module.bn),
+                                  module.shortcut)
+        return None  # not foldable: descend, pack the conv alone, keep BN in torch
+    if not is_binary_layer(module):
+        return None
+    if not isinstance(module, nn.Conv2d):
+        raise SofarError(f"cannot pack binary layer {name} ({type(module).__name__}): only "
+                         "binary Conv2d layers run on the packed kernels")
+    if type(module) not in (BinaryConv2d, nn.Conv2d) and not _probe(module, name):
+        raise SofarError(f"cannot pack binary layer {name} ({type(module).__name__}): its "
+                         "forward is not conv2d(sign(x), sign(W)) + bias, the packed semantics")
+    return PackedConv.from_conv(module, name)
+
+
+def _probe(module: nn.Conv2d, name: str) -> bool:
+    """Whether a user binary Conv2d computes conv2d(sign(x), sign(W)) + bias on a random input."""
+    k = max(module.kernel_size)
+    x = torch.randn(1, module.in_channels, 2 * k + 3, 2 * k + 3, generator=torch.manual_seed(0))
+    with torch.no_grad():
+        want = module(x).float()
+        got = PackedConv.from_conv(module, name)(x)
+    return want.shape == got.shape and torch.allclose(want, got, rtol=1e-4, atol=1e-4)
+
+
+def _replace(parent: nn.Module, prefix: str) -> None:
+    for child_name, child in list(parent.named_children()):
+        path = f"{prefix}.{child_name}" if prefix else child_name
+        new = _packed(child, path)
+        if new is None:
+            _replace(child, path)
+        else:
+            setattr(parent, child_name, new)
+
+
+def pack_model(model: nn.Module) -> nn.Module:
+    """An eval-mode inference copy of ``model`` whose binary convs run on the packed kernels.
+
+    The original is untouched. Raises :class:`SofarError` naming the layer (module path)
+    when a binary layer cannot be packed (groups, dilation, non-conv binary layers).
+    """
+    packed = copy.deepcopy(model).eval()
+    root = _packed(packed, type(model).__name__)
+    if root is not None:
+        return root
+    _replace(packed, "")
+    return packed
