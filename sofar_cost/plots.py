@@ -30,7 +30,11 @@ from sofar_cost.published import SOURCES, published_with_costs
 # metric -> (our cost column, paper cost column, axis label)
 METRICS = {
     "flops": ("our_flops", "flops", "Flops, our count (FP MACs + binary MACs / 64)"),
-    "params": ("our_params_mbit", "params_mbit", "Params (Mbit), our count (32 bit FP, 1 bit binary)"),
+    "params": (
+        "our_params_mbit",
+        "params_mbit",
+        "Params (Mbit), our count (32 bit FP, 1 bit binary)",
+    ),
 }
 DATASET_NAMES = {"imagenet": "ImageNet", "cifar100": "CIFAR-100"}
 # family -> (legend name, marker, colour): one look per family in every figure.
@@ -44,8 +48,20 @@ FAMILY_STYLE = {
     "df": ("DF DenseNet (ablation: no shortcuts)", "X", "#8c564b"),
 }
 # Label offsets (points) tried in order: right, left, above, below, then the diagonals.
-_OFFSETS = [(6, 0), (-6, 0), (0, 7), (0, -7), (6, 6), (6, -6), (-6, 6), (-6, -6),
-            (8, 13), (8, -13), (-8, 13), (-8, -13)]  # fmt: skip
+_OFFSETS = [
+    (6, 0),
+    (-6, 0),
+    (0, 7),
+    (0, -7),
+    (6, 6),
+    (6, -6),
+    (-6, 6),
+    (-6, -6),
+    (8, 13),
+    (8, -13),
+    (-8, 13),
+    (-8, -13),
+]
 
 
 def _check_choice(kind: str, value: object, valid: Sequence[str]) -> None:
@@ -92,7 +108,9 @@ def accuracy_points(
     # One printed name for two models (SoFAR's "BinaryDenseNet51(32)"): add the model's name.
     shared = df.groupby("model_printed")["preset"].transform("nunique") > 1
     df["label"] = [
-        f"{printed} = {PRESETS[preset].paper_name}" if clash else printed
+        f"{printed} = {PRESETS[preset].paper_name}"
+        if clash and PRESETS[preset].paper_name != printed
+        else printed
         for printed, preset, clash in zip(df["model_printed"], df["preset"], shared, strict=True)
     ]
     df["cost"] = df[ours]
@@ -141,35 +159,77 @@ def _draw(
     handles = []
     for family, group in points.groupby("family", sort=False):
         name, marker, colour = FAMILY_STYLE[family]
-        ax.scatter(group["cost"], group["top1_error"], marker=marker, color=colour, s=55,
-                   zorder=3, edgecolors="black", linewidths=0.5)  # fmt: skip
-        handles.append(Line2D([], [], ls="", marker=marker, color=colour, mec="black",
-                              mew=0.5, ms=7, label=name))  # fmt: skip
+        ax.scatter(
+            group["cost"],
+            group["top1_error"],
+            marker=marker,
+            color=colour,
+            s=55,
+            zorder=3,
+            edgecolors="black",
+            linewidths=0.5,
+        )
+        handles.append(
+            Line2D(
+                [], [], ls="", marker=marker, color=colour, mec="black", mew=0.5, ms=7, label=name
+            )
+        )
         if show_paper_costs:
             printed = group[group["paper_cost"].notna()]
             for row in printed.itertuples():
-                ax.plot([row.cost, row.paper_cost], [row.top1_error] * 2, color=colour, lw=0.7,
-                        zorder=2)  # fmt: skip
-            ax.scatter(printed["paper_cost"], printed["top1_error"], marker=marker, s=55,
-                       facecolors="none", edgecolors=colour, linewidths=1.0, zorder=3)  # fmt: skip
+                ax.plot(
+                    [row.cost, row.paper_cost], [row.top1_error] * 2, color=colour, lw=0.7, zorder=2
+                )
+            ax.scatter(
+                printed["paper_cost"],
+                printed["top1_error"],
+                marker=marker,
+                s=55,
+                facecolors="none",
+                edgecolors=colour,
+                linewidths=1.0,
+                zorder=3,
+            )
     if show_paper_costs:
-        handles.append(Line2D([], [], ls="-", lw=0.7, marker="o", color="black", mfc="none",
-                              label="paper's printed cost (hollow)"))  # fmt: skip
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="-",
+                lw=0.7,
+                marker="o",
+                color="black",
+                mfc="none",
+                label="paper's printed cost (hollow)",
+            )
+        )
 
     front = points[points["on_front"]].sort_values("cost")
     ax.margins(x=0.12, y=0.1)
     xmax = ax.get_xlim()[1]
-    ax.step([*front["cost"], xmax], [*front["top1_error"], front["top1_error"].iloc[-1]],
-            where="post", color="black", lw=1.2, ls="--", zorder=1)  # fmt: skip
+    ax.step(
+        [*front["cost"], xmax],
+        [*front["top1_error"], front["top1_error"].iloc[-1]],
+        where="post",
+        color="black",
+        lw=1.2,
+        ls="--",
+        zorder=1,
+    )
     ax.set_xlim(right=xmax)
-    handles.append(Line2D([], [], color="black", lw=1.2, ls="--",
-                          label="Pareto front (lowest error at that cost)"))  # fmt: skip
+    handles.append(
+        Line2D(
+            [], [], color="black", lw=1.2, ls="--", label="Pareto front (lowest error at that cost)"
+        )
+    )
 
     _format_axes(ax, metric, dataset, source)
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-              frameon=False)  # fmt: skip
-    _place_labels(ax, points["cost"].to_numpy(), points["top1_error"].to_numpy(),
-                  points["label"].tolist())  # fmt: skip
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    )
+    _place_labels(
+        ax, points["cost"].to_numpy(), points["top1_error"].to_numpy(), points["label"].tolist()
+    )
 
 
 def _format_axes(ax: Axes, metric: str, dataset: str, source: str | None) -> None:
@@ -180,11 +240,17 @@ def _format_axes(ax: Axes, metric: str, dataset: str, source: str | None) -> Non
         label += f"  [x 10^{exponent}]"
     ax.set_xlabel(label + "  (left is cheaper)")
     ax.set_ylabel("Top-1 error (%)  (lower is better)")
-    who = "all papers" if source is None else {"sofar": "SoFAR", "igp": "IGP",
-                                               "binarydensenet": "BinaryDenseNet"}[source]  # fmt: skip
+    who = (
+        "all papers"
+        if source is None
+        else {"sofar": "SoFAR", "igp": "IGP", "binarydensenet": "BinaryDenseNet"}[source]
+    )
     what = "Flops" if metric == "flops" else "Params"
-    ax.set_title(f"{DATASET_NAMES[dataset]}: published top-1 error vs our {what} "
-                 f"(binary models, {who} results)", fontsize=11)  # fmt: skip
+    ax.set_title(
+        f"{DATASET_NAMES[dataset]}: published top-1 error vs our {what} "
+        f"(binary models, {who} results)",
+        fontsize=11,
+    )
     ax.grid(True, color="0.9", lw=0.6)
     ax.set_axisbelow(True)
 
@@ -196,20 +262,26 @@ def _place_labels(ax: Axes, xs: np.ndarray, ys: np.ndarray, labels: list[str]) -
     centres = ax.transData.transform(np.column_stack([xs, ys]))
     taken = [Bbox.from_bounds(cx - 5, cy - 5, 10, 10) for cx, cy in centres]
     inside = ax.get_window_extent(renderer)
-    for (x, y), label in sorted(zip(zip(xs, ys, strict=True), labels, strict=True),
-                                key=lambda p: p[0][1]):  # fmt: skip
+    for (x, y), label in sorted(
+        zip(zip(xs, ys, strict=True), labels, strict=True), key=lambda p: p[0][1]
+    ):
         best = None
         for dx, dy in _OFFSETS:
             far = abs(dy) > 10
             text = ax.annotate(
-                label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7,
+                label,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=7,
                 ha="left" if dx > 0 else "right" if dx < 0 else "center",
                 va="bottom" if dy > 0 else "top" if dy < 0 else "center",
                 arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if far else None,
-            )  # fmt: skip
+            )
             box = text.get_window_extent(renderer).padded(1)
-            clashes = sum(box.overlaps(t) for t in taken) + (not inside.contains(box.x0, box.y0)
-                                                              or not inside.contains(box.x1, box.y1))  # fmt: skip
+            clashes = sum(box.overlaps(t) for t in taken) + (
+                not inside.contains(box.x0, box.y0) or not inside.contains(box.x1, box.y1)
+            )
             if best is None or clashes < best[0]:
                 if best is not None:
                     best[1].remove()
