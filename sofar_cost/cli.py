@@ -384,6 +384,31 @@ def bench(
     )
 
 
+PLOT_KINDS = {"accuracy-vs-flops": "flops", "accuracy-vs-params": "params"}
+
+
+@app.command()
+@user_errors
+def plot(
+    kind: Annotated[str, typer.Argument(help="accuracy-vs-flops or accuracy-vs-params")],
+    dataset: DatasetOpt = "imagenet",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="File (.png or .svg; both are written)."),
+    ] = None,
+    paper_costs: Annotated[
+        bool, typer.Option("--paper-costs", help="Also mark the paper's printed costs.")
+    ] = False,
+) -> None:
+    """Published top-1 error against our computed Flops or Params, with the Pareto front."""
+    from sofar_cost.plots import plot_accuracy  # matplotlib only when plotting
+
+    if kind not in PLOT_KINDS:
+        raise SofarError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
+    for path in plot_accuracy(PLOT_KINDS[kind], dataset, out, show_paper_costs=paper_costs):
+        console.print(f"wrote {path}")
+
+
 @app.command()
 def check(
     paths: Annotated[list[Path], typer.Argument(help="Config files or folders of *.toml.")],

@@ -60,10 +60,10 @@ def _pack_nhwc_kernel(x: np.ndarray, pad: int, out: np.ndarray) -> None:
 
 @njit(parallel=True, cache=True)
 def _affine_kernel(acc: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray) -> None:
-    """``out[p, c] = acc[p, c] * scale[c] + shift[c]``: int32 -> float32 in one pass."""
+    """``out[p, c] = acc[p, c] * scale[c] + shift[c]``: int32 -> float in one pass."""
     for p in prange(acc.shape[0]):
         for c in range(acc.shape[1]):
-            out[p, c] = np.float32(acc[p, c]) * scale[c] + shift[c]
+            out[p, c] = acc[p, c] * scale[c] + shift[c]
 
 
 @njit(parallel=True, cache=True)
@@ -73,18 +73,16 @@ def _affine_add_kernel(
     """As :func:`_affine_kernel`, plus a residual of the same [pixels, channels] layout."""
     for p in prange(acc.shape[0]):
         for c in range(acc.shape[1]):
-            out[p, c] = np.float32(acc[p, c]) * scale[c] + shift[c] + residual[p, c]
+            out[p, c] = acc[p, c] * scale[c] + shift[c] + residual[p, c]
 
 
 def _nhwc(x: torch.Tensor) -> np.ndarray:
-    """The channels-last [N, H, W, C] numpy view of a channels-last float32 NCHW tensor."""
+    """The [N, H, W, C] numpy view of a channels-last NCHW tensor."""
     return x.permute(0, 2, 3, 1).numpy()
 
 
 def pack_activations(x: torch.Tensor, padding: int) -> PackedActivations:
     """Pack an NCHW tensor's signs, reading channels-last memory directly when it has it."""
-    if x.dtype != torch.float32:
-        x = x.float()
     if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
         # plain NCHW (1x1 images and single channels are both: the NCHW kernel is fine)
         return pack_nchw(x, padding)
@@ -96,7 +94,7 @@ def pack_activations(x: torch.Tensor, padding: int) -> PackedActivations:
 
 def weight_scale(conv: nn.Conv2d) -> torch.Tensor:
     """E = mean |W| per output channel, the factor :func:`binarize_weight` multiplies in."""
-    return conv.weight.detach().abs().mean(dim=(1, 2, 3)).float()
+    return conv.weight.detach().double().abs().mean(dim=(1, 2, 3))
 
 
 class PackedConv(nn.Module):
@@ -111,8 +109,8 @@ class PackedConv(nn.Module):
     ) -> None:
         super().__init__()
         self.kernel = kernel
-        self.register_buffer("scale", scale.detach().float().contiguous())
-        self.register_buffer("shift", shift.detach().float().contiguous())
+        self.register_buffer("scale", scale.detach().contiguous())
+        self.register_buffer("shift", shift.detach().contiguous())
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, name: str, bn: nn.BatchNorm2d | None = None) -> PackedConv:
@@ -120,31 +118,35 @@ class PackedConv(nn.Module):
 
         A following eval-mode ``bn`` is folded in: ``gamma / std * (E * acc) + beta - ...``.
         """
+        f64 = torch.float64
         try:
             kernel = PackedBinaryConv2d.from_module(conv, name=name)
         except ValueError as error:
             raise SofarError(f"cannot pack binary layer {name}: {error}") from None
-        out = conv.out_channels
-        scale = weight_scale(conv) if isinstance(conv, BinaryConv2d) else torch.ones(out)
-        shift = conv.bias.detach().float() if conv.bias is not None else torch.zeros(out)
+        ones = torch.ones(conv.out_channels, dtype=f64)
+        zeros = torch.zeros_like(ones)
+        scale = weight_scale(conv) if isinstance(conv, BinaryConv2d) else ones
+        shift = conv.bias.detach().to(f64) if conv.bias is not None else zeros
         if bn is not None:
-            gain = bn.weight.detach() if bn.affine else torch.ones(out)
-            beta = bn.bias.detach() if bn.affine else torch.zeros(out)
-            gain = gain / torch.sqrt(bn.running_var + bn.eps)
-            scale, shift = scale * gain, (shift - bn.running_mean) * gain + beta
-        return cls(kernel, scale, shift)
+            gain = bn.weight.detach().to(f64) if bn.affine else ones
+            beta = bn.bias.detach().to(f64) if bn.affine else zeros
+            gain = gain / torch.sqrt(bn.running_var.to(f64) + bn.eps)
+            scale, shift = scale * gain, (shift - bn.running_mean.to(f64)) * gain + beta
+        dtype = conv.weight.dtype  # folded in float64, run in the model's own precision
+        return cls(kernel, scale.to(dtype), shift.to(dtype))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         acc = self.kernel.forward_packed(pack_activations(x, self.kernel.padding))
         n, c, h, w = acc.shape
-        out = torch.empty((n, c, h, w), memory_format=torch.channels_last)
+        out = torch.empty((n, c, h, w), dtype=self.scale.dtype,
+                          memory_format=torch.channels_last)
         acc_flat = acc.transpose(0, 2, 3, 1).reshape(-1, c)  # the kernel wrote NHWC: a view
         out_flat = _nhwc(out).reshape(-1, c)
         scale, shift = self.scale.numpy(), self.shift.numpy()
         if residual is None:
             _affine_kernel(acc_flat, scale, shift, out_flat)
         else:
-            res = residual.float().contiguous(memory_format=torch.channels_last)
+            res = residual.to(out.dtype).contiguous(memory_format=torch.channels_last)
             _affine_add_kernel(acc_flat, scale, shift, _nhwc(res).reshape(-1, c), out_flat)
         return out
 
@@ -221,4 +223,90 @@ def pack_model(model: nn.Module) -> nn.Module:
     if root is not None:
         return root
     _replace(packed, "")
+    # the float parts (stem conv above all: 4x faster at one thread) run channels-last, the
+    # layout the packed convs produce and read
+    packed.to(memory_format=torch.channels_last)
+    packed.register_forward_pre_hook(_channels_last_inputs)
     return packed
+
+
+def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: 4-d tensor inputs to channels-last memory."""
+    return tuple(a.contiguous(memory_format=torch.channels_last)
+                 if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args)
+
+
+def _median_ms(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in ms after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def benchmark_end_to_end(
+    name: str,
+    dataset: str = "imagenet",
+    threads: int = 1,
+    repeat: int = 10,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Median latency of one image: packed model, float32 PyTorch, simulated-binary PyTorch.
+
+    All three run in this one call with the same thread count (Numba and torch alike), so
+    their ratio is meaningful on any machine. The float32 baseline is the same architecture
+    with binarization off, timed in NCHW and channels-last (the faster counts).
+    """
+    if threads < 1 or repeat < 1:
+        raise SofarError(f"threads and repeat must be at least 1, got {threads}, {repeat}")
+    model = create_model(name, dataset).eval()
+    packed = pack_model(model)
+    fp32 = set_binarization(copy.deepcopy(model), False)
+    x = torch.randn(input_shape(dataset), generator=torch.manual_seed(0))
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    fp32_cl = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
+    runs = {
+        "ms_packed": lambda: packed(x),
+        "ms_torch_fp32_nchw": lambda: fp32(x),
+        "ms_torch_fp32_channels_last": lambda: fp32_cl(x_cl),
+        "ms_torch_binary_sim": lambda: model(x),
+    }
+    old_numba, old_torch = numba.get_num_threads(), torch.get_num_threads()
+    numba.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    result: dict[str, Any] = {}
+    try:
+        with torch.inference_mode(), Progress(*columns, transient=True,
+                                              disable=not progress) as bar:
+            task = bar.add_task("", total=len(runs))
+            for key, fn in runs.items():
+                bar.update(task, description=f"{name}: {key[3:]} ({threads} thread(s))")
+                result[key] = _median_ms(fn, repeat)
+                bar.advance(task)
+    finally:
+        numba.set_num_threads(old_numba)
+        torch.set_num_threads(old_torch)
+    ms_fp32 = min(result["ms_torch_fp32_nchw"], result["ms_torch_fp32_channels_last"])
+    flops = model_cost(name, dataset).flops
+    return {
+        "model": model.sofar_name,
+        "dataset": dataset,
+        "width": model.sofar_width,
+        "threads": threads,
+        "repeat": repeat,
+        "kernel_variant": kernel_variant(),
+        "flops": flops,
+        "ms_packed": result["ms_packed"],
+        "ms_torch_fp32": ms_fp32,
+        "ms_torch_fp32_nchw": result["ms_torch_fp32_nchw"],
+        "ms_torch_fp32_channels_last": result["ms_torch_fp32_channels_last"],
+        "ms_torch_binary_sim": result["ms_torch_binary_sim"],
+        "speedup_vs_fp32": ms_fp32 / result["ms_packed"],
+        "speedup_vs_binary_sim": result["ms_torch_binary_sim"] / result["ms_packed"],
+        "ms_per_gflop": result["ms_packed"] / (flops / 1e9),
+    }

@@ -10,15 +10,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed in CI or notebooks
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.text import Annotation, Text
 from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import Bbox
 
@@ -47,21 +45,11 @@ FAMILY_STYLE = {
     "drf": ("DRF DenseNet (SoFAR)", "D", "#9467bd"),
     "df": ("DF DenseNet (ablation: no shortcuts)", "X", "#8c564b"),
 }
-# Label offsets (points) tried in order: right, left, above, below, then the diagonals.
-_OFFSETS = [
-    (6, 0),
-    (-6, 0),
-    (0, 7),
-    (0, -7),
-    (6, 6),
-    (6, -6),
-    (-6, 6),
-    (-6, -6),
-    (8, 13),
-    (8, -13),
-    (-8, 13),
-    (-8, -13),
-]
+# Label offsets (points) tried in order: right, left, above, below, the diagonals, then
+# farther out with a leader line.
+_NEAR = [(6, 0), (-6, 0), (0, 7), (0, -7), (6, 6), (6, -6), (-6, 6), (-6, -6)]
+_OFFSETS = _NEAR + [(dx * 4 // 3, dy * 2) for dx, dy in _NEAR[4:]]
+_OFFSETS += [(dx * 5 // 3, dy * 3) for dx, dy in _NEAR[4:]]
 
 
 def _check_choice(kind: str, value: object, valid: Sequence[str]) -> None:
@@ -113,6 +101,9 @@ def accuracy_points(
         else printed
         for printed, preset, clash in zip(df["model_printed"], df["preset"], shared, strict=True)
     ]
+    # Results a paper quotes from the original authors say so ("published by Liu et al.").
+    quoted = df["note"].fillna("").str.extract(r"published by (\w[\w-]* et al\.)")[0]
+    df["label"] = df["label"].where(quoted.isna(), df["label"] + " (" + quoted + ")")
     df["cost"] = df[ours]
     df["paper_cost"] = df[paper]
     df["on_front"] = False
@@ -132,19 +123,18 @@ def plot_accuracy(
     ``out`` names the file (suffix .png, .svg or none; both formats are written); by default
     ``accuracy_vs_{metric}_{dataset}.png`` in the current directory.
     """
-    points = accuracy_points(metric, dataset, source)
     out = Path(out or f"accuracy_vs_{metric}_{dataset}.png")
     if out.suffix.lower() not in ("", ".png", ".svg"):
         raise SofarError(f"--out must end in .png or .svg (both are written), got {out.name!r}")
-    fig, ax = plt.subplots(figsize=(10, 6.2), layout="constrained")
-    try:
-        _draw(ax, points, metric, dataset, show_paper_costs, source)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
-        fig.savefig(paths[0], dpi=150)
-        fig.savefig(paths[1])
-    finally:
-        plt.close(fig)
+    points = accuracy_points(metric, dataset, source)
+    # An Agg figure outside pyplot: no global backend switch, nothing left open.
+    fig = Figure(figsize=(10, 6.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    _draw(fig.subplots(), points, metric, dataset, show_paper_costs, source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
     return paths
 
 
@@ -156,79 +146,66 @@ def _draw(
     show_paper_costs: bool,
     source: str | None,
 ) -> None:
+    points = _clip_outliers(ax, points)
     handles = []
+    lines = []  # (xs, ys) of every line drawn: labels keep clear of them
     for family, group in points.groupby("family", sort=False):
         name, marker, colour = FAMILY_STYLE[family]
-        ax.scatter(
-            group["cost"],
-            group["top1_error"],
-            marker=marker,
-            color=colour,
-            s=55,
-            zorder=3,
-            edgecolors="black",
-            linewidths=0.5,
-        )
-        handles.append(
-            Line2D(
-                [], [], ls="", marker=marker, color=colour, mec="black", mew=0.5, ms=7, label=name
-            )
-        )
+        style = {"marker": marker, "s": 55, "zorder": 3}
+        ax.scatter(group["cost"], group["y"], color=colour, ec="black", lw=0.5, **style)
+        handles.append(Line2D([], [], ls="", marker=marker, color=colour, mec="black", ms=7))
+        handles[-1].set_label(name)
         if show_paper_costs:
             printed = group[group["paper_cost"].notna()]
+            ax.scatter(printed["paper_cost"], printed["y"], fc="none", ec=colour, **style)
             for row in printed.itertuples():
-                ax.plot(
-                    [row.cost, row.paper_cost], [row.top1_error] * 2, color=colour, lw=0.7, zorder=2
-                )
-            ax.scatter(
-                printed["paper_cost"],
-                printed["top1_error"],
-                marker=marker,
-                s=55,
-                facecolors="none",
-                edgecolors=colour,
-                linewidths=1.0,
-                zorder=3,
-            )
+                lines.append(([row.cost, row.paper_cost], [row.y] * 2))
+                ax.plot(*lines[-1], color=colour, lw=0.7, zorder=2)
     if show_paper_costs:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                ls="-",
-                lw=0.7,
-                marker="o",
-                color="black",
-                mfc="none",
-                label="paper's printed cost (hollow)",
-            )
-        )
+        handles.append(Line2D([], [], marker="o", color="black", lw=0.7, mfc="none"))
+        handles[-1].set_label("paper's printed cost (hollow), ours filled")
 
+    ax.margins(x=0.12)
     front = points[points["on_front"]].sort_values("cost")
-    ax.margins(x=0.12, y=0.1)
     xmax = ax.get_xlim()[1]
-    ax.step(
-        [*front["cost"], xmax],
-        [*front["top1_error"], front["top1_error"].iloc[-1]],
-        where="post",
-        color="black",
-        lw=1.2,
-        ls="--",
-        zorder=1,
-    )
+    xs, ys = [*front["cost"], xmax], [*front["top1_error"], front["top1_error"].iloc[-1]]
+    ax.step(xs, ys, where="post", color="black", lw=1.2, ls="--", zorder=1)
     ax.set_xlim(right=xmax)
-    handles.append(
-        Line2D(
-            [], [], color="black", lw=1.2, ls="--", label="Pareto front (lowest error at that cost)"
-        )
-    )
+    for i in range(len(xs) - 1):  # the step line as horizontal and vertical pieces
+        lines += [([xs[i], xs[i + 1]], [ys[i], ys[i]]), ([xs[i + 1]] * 2, [ys[i], ys[i + 1]])]
+    handles.append(Line2D([], [], color="black", lw=1.2, ls="--"))
+    handles[-1].set_label("Pareto front (lowest error at that cost)")
 
     _format_axes(ax, metric, dataset, source)
     ax.legend(
-        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False
     )
-    _place_labels(
-        ax, points["cost"].to_numpy(), points["top1_error"].to_numpy(), points["label"].tolist()
+    ax.figure.canvas.draw()  # settle the layout, then freeze it: labels are placed in pixels
+    ax.figure.set_layout_engine("none")
+    _place_labels(ax, points, lines)
+
+
+def _clip_outliers(ax: Axes, points: pd.DataFrame) -> pd.DataFrame:
+    """Set the y range; errors far above the rest (ablations) sit on the top edge, labelled.
+
+    Clips only where it gains much room: values above Q3 + 3 IQR, when that removes at least
+    40% of the range. Adds the plotted height ``y``; relabels clipped points with their error.
+    """
+    errors = points["top1_error"]
+    low, high = errors.min(), errors.max()
+    q1, q3 = errors.quantile([0.25, 0.75])
+    fence = q3 + 3 * (q3 - q1)
+    pad = 0.08 * (high - low)
+    if fence - low < 0.6 * (high - low):
+        pad = 0.08 * (fence - low)
+        high = fence
+    ax.set_ylim(low - pad, high + pad)
+    off = errors > high
+    return points.assign(
+        y=errors.where(~off, high + 0.5 * pad),
+        label=points["label"].where(
+            ~off, points["label"] + errors.map(" ({:.2f}%, off scale)".format)
+        ),
     )
 
 
@@ -255,33 +232,36 @@ def _format_axes(ax: Axes, metric: str, dataset: str, source: str | None) -> Non
     ax.set_axisbelow(True)
 
 
-def _place_labels(ax: Axes, xs: np.ndarray, ys: np.ndarray, labels: list[str]) -> None:
-    """Greedy: each label takes the first offset whose box hits no marker or earlier label."""
-    fig = ax.figure
-    renderer = fig.canvas.get_renderer()
-    centres = ax.transData.transform(np.column_stack([xs, ys]))
-    taken = [Bbox.from_bounds(cx - 5, cy - 5, 10, 10) for cx, cy in centres]
+def _place_labels(
+    ax: Axes, points: pd.DataFrame, lines: list[tuple[list[float], list[float]]]
+) -> None:
+    """Greedy: each label takes the first offset whose box hits no marker, line or label."""
+    renderer = ax.figure.canvas.get_renderer()
+    to_px = ax.transData.transform
+    taken = [
+        Bbox.from_bounds(cx - 5, cy - 5, 10, 10)
+        for cx, cy in to_px(points[["cost", "y"]].to_numpy())
+    ]
+    taken += [Bbox(to_px(np.column_stack(line))).padded(1.5) for line in lines]
     inside = ax.get_window_extent(renderer)
-    for (x, y), label in sorted(
-        zip(zip(xs, ys, strict=True), labels, strict=True), key=lambda p: p[0][1]
-    ):
-        best = None
+    for row in points.sort_values("y").itertuples():
+        best: tuple[int, Annotation, Bbox] | None = None
         for dx, dy in _OFFSETS:
-            far = abs(dy) > 10
             text = ax.annotate(
-                label,
-                (x, y),
+                row.label,
+                (row.cost, row.y),
                 xytext=(dx, dy),
                 textcoords="offset points",
                 fontsize=7,
                 ha="left" if dx > 0 else "right" if dx < 0 else "center",
                 va="bottom" if dy > 0 else "top" if dy < 0 else "center",
-                arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if far else None,
+                arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if abs(dy) > 10 else None,
             )
-            box = text.get_window_extent(renderer).padded(1)
-            clashes = sum(box.overlaps(t) for t in taken) + (
-                not inside.contains(box.x0, box.y0) or not inside.contains(box.x1, box.y1)
-            )
+            # Text's own extent: an annotation's would include its leader line.
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer).padded(2)
+            outside = not (inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1))
+            clashes = sum(box.overlaps(t) for t in taken) + 10 * outside
             if best is None or clashes < best[0]:
                 if best is not None:
                     best[1].remove()

@@ -126,3 +126,10 @@ def test_solve_reports_the_paper_width_beside_ours_for_drf() -> None:
     assert "not reproduced" in out["note"]
     text = run("solve", "drf-c2d2", "--match", "bdn51")
     assert "the paper uses width 53" in text
+
+
+def test_plot_command(tmp_path) -> None:
+    out = run("plot", "accuracy-vs-params", "-d", "cifar100", "--out", str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").exists() and (tmp_path / "p.svg").exists()
+    assert "wrote" in out
+    assert "unknown plot" in run("plot", "accuracy-vs-flop", code=2)

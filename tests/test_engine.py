@@ -1,0 +1,159 @@
+"""Packed end-to-end inference equals the PyTorch models (every preset, both datasets).
+
+Why the weights are made "dyadic" and most presets are compared in float64: a binary net
+takes signs, and with random weights a single flipped sign cascades into logits that differ
+by ~10%. Values that are exactly 0 (a binary conv's output feeding the next sign directly,
+as in bdn51's split block) are 0 in the packed kernels but +-1e-8 rounding noise in torch's
+float32 conv, and BN folding rounds differently from torch's BN. Binary weights of magnitude
+m / 2^10 per output channel make every E * popcount sum exact in torch too, and float64
+leaves no rounding near a sign threshold, so equality then holds to ~1e-15 for every preset.
+Float32 equality (what is deployed) is checked on one preset per family at full width.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from sofar_cost.binary import BinaryConv2d, sign
+from sofar_cost.engine import PackedConv, PackedConvUnit, benchmark_end_to_end, pack_model
+from sofar_cost.errors import SofarError
+from sofar_cost.models import create_model, list_models
+from sofar_cost.models.layers import DATASETS
+
+IMAGENET_WIDTH = 8  # reduced widths keep 224x224 nets fast; every block type is still built
+
+
+def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN statistics/affine and exactly summable binary weights (see module doc)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                c = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
+                module.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+                module.weight.copy_(0.5 + torch.rand(c, generator=gen))
+                module.bias.copy_(0.1 * torch.randn(c, generator=gen))
+            elif isinstance(module, BinaryConv2d):
+                w = module.weight
+                mag = (8 + torch.randint(0, 8, (w.shape[0], 1, 1, 1), generator=gen)) / 2**10
+                w.copy_(torch.where(w >= 0, mag, -mag))
+    return model.eval()
+
+
+def max_rel_error(model: nn.Module, dataset: str, dtype: torch.dtype) -> float:
+    """max |packed - torch| / max |torch| over the logits of two images."""
+    size = DATASETS[dataset].image_size
+    x = torch.randn(2, 3, size, size, generator=torch.manual_seed(1), dtype=dtype)
+    model = model.to(dtype)
+    packed = pack_model(model)
+    with torch.inference_mode():
+        want, got = model(x), packed(x)
+    assert got.dtype == dtype and got.shape == want.shape
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+@pytest.mark.parametrize("dataset", ["cifar100", "imagenet"])
+@pytest.mark.parametrize("name", list_models())
+def test_every_preset_equals_torch_float64(name: str, dataset: str) -> None:
+    width = IMAGENET_WIDTH if dataset == "imagenet" else None
+    model = randomized(create_model(name, dataset, width))
+    assert max_rel_error(model, dataset, torch.float64) < 1e-9
+
+
+@pytest.mark.parametrize(
+    ("name", "dataset"),
+    [
+        ("bireal18", "imagenet"),
+        ("bireal34", "cifar100"),
+        ("binarydensenet28", "cifar100"),
+        ("bdn51", "cifar100"),
+        ("rf-c4d8-37", "cifar100"),
+        ("f-c3d4-21", "cifar100"),
+        ("drf-c2d2-51", "cifar100"),
+        ("df-c2d2-51", "cifar100"),
+    ],
+)
+def test_float32_logits_equal_torch(name: str, dataset: str) -> None:
+    model = randomized(create_model(name, dataset))
+    assert max_rel_error(model, dataset, torch.float32) < 1e-4
+
+
+def test_structure_and_original_untouched() -> None:
+    model = create_model("bireal18", "cifar100").eval()
+    before = copy.deepcopy(model.state_dict())
+    packed = pack_model(model)
+    assert not any(isinstance(m, BinaryConv2d) for m in packed.modules())
+    assert sum(isinstance(m, PackedConvUnit) for m in packed.modules()) == 16
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(isinstance(m, BinaryConv2d) for m in model.modules())
+    out = packed.stages[0][0](torch.randn(1, 64, 8, 8))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+class Block(nn.Module):
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_grouped_binary_conv_is_named_in_the_error() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), Block(BinaryConv2d(8, 8, 3, groups=2)))
+    with pytest.raises(SofarError, match=r"1\.conv.*groups=2"):
+        pack_model(model)
+
+
+class SignConv(nn.Conv2d):
+    """A user binary conv: conv2d(sign(x), sign(W)) + bias, no scale."""
+
+    sofar_binary = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(sign(x), sign(self.weight), self.bias)
+
+
+class HalfSignConv(SignConv):
+    """Marked binary, but not what the packed kernel computes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * super().forward(x)
+
+
+class BinaryMLP(nn.Linear):
+    sofar_binary = True
+
+
+def test_user_binary_conv_is_packed() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), Block(SignConv(16, 8, 3, padding=1))).eval()
+    packed = pack_model(model)
+    assert isinstance(packed[1].conv, PackedConv)
+    x = torch.randn(1, 3, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (HalfSignConv(4, 4, 3), r"1\.conv \(HalfSignConv\).*not conv2d\(sign"),
+        (BinaryMLP(4, 4), r"1\.conv \(BinaryMLP\).*only binary Conv2d"),
+    ],
+)
+def test_unpackable_user_layers_are_named(layer: nn.Module, message: str) -> None:
+    with pytest.raises(SofarError, match=message):
+        pack_model(nn.Sequential(nn.Identity(), Block(layer)))
+
+
+def test_benchmark_end_to_end_keys() -> None:
+    result = benchmark_end_to_end("rf-c3d4-21", "cifar100", threads=1, repeat=1, progress=False)
+    for key in ("ms_packed", "ms_torch_fp32", "ms_torch_binary_sim", "speedup_vs_fp32"):
+        assert result[key] > 0
+    assert result["model"] == "rf-c3d4-21" and result["threads"] == 1
+    assert result["flops"] > 0 and isinstance(result["kernel_variant"], str)
