@@ -355,11 +355,21 @@ def bench(
     dataset: DatasetOpt = "imagenet",
     threads: Annotated[int, typer.Option(help="Threads for the kernels and torch alike.")] = 1,
     repeat: Annotated[int, typer.Option(help="Timed runs per layer (median).")] = 10,
+    end_to_end: Annotated[
+        bool,
+        typer.Option(
+            "--end-to-end",
+            help="Time the whole network: packed kernels vs torch fp32 vs simulated binary.",
+        ),
+    ] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
-    """Time every binary conv layer on the XNOR kernels against torch float32, same run."""
+    """Time every binary conv layer (or, --end-to-end, the whole net) against torch float32."""
     check_format(fmt, ("table", "json"))
     check_dataset(dataset)
+    if end_to_end:
+        _bench_end_to_end(model, dataset, threads, repeat, fmt)
+        return
     from sofar_cost.layer_bench import bench_model_layers  # numba compiles: load on demand
 
     result = bench_model_layers(model, dataset, None, threads, repeat, progress=fmt == "table")
@@ -382,6 +392,23 @@ def bench(
         f"(worst layer {result['worst_speedup']:.1f}x); popcount ceiling "
         f"{result['popcount_ceiling_gmacs_per_s']:.0f} G binary MACs/s per core"
     )
+
+
+def _bench_end_to_end(model: str, dataset: str, threads: int, repeat: int, fmt: str) -> None:
+    from sofar_cost.engine import benchmark_end_to_end  # numba compiles: load on demand
+
+    result = benchmark_end_to_end(model, dataset, threads, repeat, progress=fmt == "table")
+    if fmt == "json":
+        print(to_json(result))
+        return
+    columns = [
+        Column("model", "model"), Column("flops", "Flops", ".3g"),
+        Column("ms_packed", "ms packed", ".2f"), Column("ms_torch_fp32", "ms torch fp32", ".2f"),
+        Column("ms_torch_binary_sim", "ms sim", ".1f"),
+        Column("speedup_vs_fp32", "speed-up", ".2f"),
+    ]  # fmt: skip
+    render([result], columns, "table", title=f"{result['model']} on {dataset}, end to end, "
+           f"{threads} thread(s), kernel {result['kernel_variant']}")  # fmt: skip
 
 
 PLOT_KINDS = {"accuracy-vs-flops": "flops", "accuracy-vs-params": "params"}

@@ -78,7 +78,7 @@ def _affine_add_kernel(
 
 def _nhwc(x: torch.Tensor) -> np.ndarray:
     """The [N, H, W, C] numpy view of a channels-last NCHW tensor."""
-    return x.permute(0, 2, 3, 1).numpy()
+    return x.detach().permute(0, 2, 3, 1).numpy()
 
 
 def pack_activations(x: torch.Tensor, padding: int) -> PackedActivations:
@@ -100,8 +100,9 @@ def weight_scale(conv: nn.Conv2d) -> torch.Tensor:
 class PackedConv(nn.Module):
     """A binary conv on the packed kernel: ``scale * conv(sign(x), sign(W)) + shift``.
 
-    ``scale``/``shift`` are per output channel (E, folded BN, bias). The output is float32
-    NCHW with channels-last memory; ``residual`` (same shape) is added in the same pass.
+    ``scale``/``shift`` are per output channel (E, folded BN, bias). The output is NCHW with
+    channels-last memory, in the dtype of ``scale`` (the model's: float32, or float64 for
+    exact comparisons); ``residual`` (same shape) is added in the same pass.
     """
 
     def __init__(
@@ -186,7 +187,7 @@ def _packed(module: nn.Module, name: str) -> nn.Module | None:
     if not isinstance(module, nn.Conv2d):
         raise SofarError(f"cannot pack binary layer {name} ({type(module).__name__}): only "
                          "binary Conv2d layers run on the packed kernels")
-    if type(module) not in (BinaryConv2d, nn.Conv2d) and not _probe(module, name):
+    if type(module) is not BinaryConv2d and not _probe(module, name):
         raise SofarError(f"cannot pack binary layer {name} ({type(module).__name__}): its "
                          "forward is not conv2d(sign(x), sign(W)) + bias, the packed semantics")
     return PackedConv.from_conv(module, name)
@@ -195,9 +196,10 @@ def _packed(module: nn.Module, name: str) -> nn.Module | None:
 def _probe(module: nn.Conv2d, name: str) -> bool:
     """Whether a user binary Conv2d computes conv2d(sign(x), sign(W)) + bias on a random input."""
     k = max(module.kernel_size)
-    x = torch.randn(1, module.in_channels, 2 * k + 3, 2 * k + 3, generator=torch.manual_seed(0))
+    x = torch.randn(1, module.in_channels, 2 * k + 3, 2 * k + 3, generator=torch.manual_seed(0),
+                    dtype=module.weight.dtype)
     with torch.no_grad():
-        want = module(x).float()
+        want = module(x)
         got = PackedConv.from_conv(module, name)(x)
     return want.shape == got.shape and torch.allclose(want, got, rtol=1e-4, atol=1e-4)
 
@@ -218,7 +220,7 @@ def pack_model(model: nn.Module) -> nn.Module:
     The original is untouched. Raises :class:`SofarError` naming the layer (module path)
     when a binary layer cannot be packed (groups, dilation, non-conv binary layers).
     """
-    packed = copy.deepcopy(model).eval()
+    packed = copy.deepcopy(model).eval().requires_grad_(False)
     root = _packed(packed, type(model).__name__)
     if root is not None:
         return root
@@ -236,12 +238,18 @@ def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any
                  if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args)
 
 
-def _median_ms(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in ms after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
+def _median_ms(fn: Callable[[], object], repeat: int, budget_s: float = 4.0) -> float:
+    """Median wall time of ``fn()`` in ms after two warm-up calls.
+
+    Slow runs (the simulated-binary torch path of a 149-layer net) get fewer repeats, at
+    least 3, so one call stays within about ``budget_s``.
+    """
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = time.perf_counter() - start
     times = []
-    for _ in range(repeat):
+    for _ in range(min(repeat, max(3, int(budget_s / once)))):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)

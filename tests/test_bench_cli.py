@@ -51,3 +51,12 @@ def test_unsupported_layer_is_named() -> None:
 def test_bench_bad_threads() -> None:
     result = runner.invoke(app, ["bench", "bireal18", "--threads", "0"])
     assert result.exit_code == 2 and "--threads must be at least 1" in result.output
+
+
+def test_bench_end_to_end_json_contract() -> None:
+    result = runner.invoke(app, ["bench", "rf-c3d4", "-d", "cifar100", "--end-to-end",
+                                 "--repeat", "1", "-f", "json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert {"model", "flops", "ms_packed", "ms_torch_fp32", "ms_torch_binary_sim"} <= out.keys()
+    assert out["flops"] == cost("rf-c3d4-21", "cifar100").flops

@@ -93,6 +93,7 @@ def test_structure_and_original_untouched() -> None:
     assert any(isinstance(m, BinaryConv2d) for m in model.modules())
     out = packed.stages[0][0](torch.randn(1, 64, 8, 8))
     assert out.is_contiguous(memory_format=torch.channels_last)
+    assert packed(torch.randn(1, 3, 32, 32)).shape == (1, 100)  # outside no_grad too
 
 
 class Block(nn.Module):
@@ -139,9 +140,16 @@ def test_user_binary_conv_is_packed() -> None:
         torch.testing.assert_close(packed(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+def float_conv_marked_binary() -> nn.Conv2d:
+    conv = nn.Conv2d(4, 4, 3)
+    conv.sofar_binary = True  # a float conv counted as binary: packing it would change it
+    return conv
+
+
 @pytest.mark.parametrize(
     ("layer", "message"),
     [
+        (float_conv_marked_binary(), r"1\.conv \(Conv2d\).*not conv2d\(sign"),
         (HalfSignConv(4, 4, 3), r"1\.conv \(HalfSignConv\).*not conv2d\(sign"),
         (BinaryMLP(4, 4), r"1\.conv \(BinaryMLP\).*only binary Conv2d"),
     ],
