@@ -27,7 +27,7 @@ from sofar_cost.models.registry import (
     list_models,
     resolve,
 )
-from sofar_cost.paper_tables import PAPER_TABLES, paper_table_rows
+from sofar_cost.paper_tables import PAPER_TABLE_COLUMNS, PAPER_TABLES, paper_table_rows
 from sofar_cost.solver import Budget, solve_width
 
 app = typer.Typer(
@@ -198,20 +198,7 @@ def table(
     if name not in PAPER_TABLES:
         raise unknown_name_error("table", name, PAPER_TABLES)
     rows = paper_table_rows(name)
-    for row in rows:
-        row["match"] = {True: "yes", False: "NO", None: "-"}[row["reproduced"]]
-    columns = [
-        Column("paper_model", "model"),
-        Column("params_mbit", "Params (ours)", ".2f"),
-        Column("paper_params_mbit", "Params (paper)", ".2f"),
-        Column("params_diff_mbit", "diff", "+.2f"),
-        Column("flops", "Flops (ours)", ".3e"),
-        Column("paper_flops", "Flops (paper)", ".3e"),
-        Column("flops_diff_pct", "diff %", "+.1f"),
-        Column("match", "reproduced"),
-        Column("note", "note"),
-    ]
-    render(rows, columns, fmt, title=f"SoFAR table: {name}")
+    render(rows, PAPER_TABLE_COLUMNS, fmt, title=f"SoFAR table: {name}")
 
 
 @app.command()

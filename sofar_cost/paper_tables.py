@@ -11,6 +11,7 @@ from typing import Any
 
 from sofar_cost.costs import model_cost
 from sofar_cost.errors import unknown_name_error
+from sofar_cost.formatting import Column
 from sofar_cost.published import load_published
 
 # table name -> (SoFAR table number, dataset)
@@ -19,6 +20,21 @@ PAPER_TABLES = {
     "cifar100": (2, "cifar100"),
     "ablation": (3, "cifar100"),
 }
+
+# The columns every rendering of a rebuilt table shows (CLI and reports/tables alike).
+PAPER_TABLE_COLUMNS = [
+    Column("paper_model", "model"),
+    Column("width", "width", "d"),
+    Column("top1_error", "top-1 error (%)", ".2f"),
+    Column("params_mbit", "Params (ours, Mbit)", ".2f"),
+    Column("paper_params_mbit", "Params (paper)", ".2f"),
+    Column("params_diff_mbit", "diff", "+.2f"),
+    Column("flops", "Flops (ours)", ".3e"),
+    Column("paper_flops", "Flops (paper)", ".3e"),
+    Column("flops_diff_pct", "diff %", "+.1f"),
+    Column("match", "reproduced"),
+    Column("note", "note"),
+]
 
 UNREPRODUCIBLE_NOTE = "paper row not reproducible (see docs/counting.md)"
 
@@ -57,5 +73,6 @@ def paper_table_rows(table: str) -> list[dict[str, Any]]:
         else:
             row["reproduced"] = None
             row["note"] = "no costs printed in this table"
+        row["match"] = {True: "yes", False: "NO", None: "-"}[row["reproduced"]]
         rows.append(row)
     return rows
