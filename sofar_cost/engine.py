@@ -15,11 +15,8 @@ and the simulated-binary PyTorch model in the same run.
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable
 from typing import Any
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -31,6 +28,7 @@ from sofar_cost.costs import input_shape, model_cost
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels import PackedActivations, PackedBinaryConv2d, kernel_variant, n_words
 from sofar_cost.kernels import pack_activations as pack_nchw
+from sofar_cost.kernels.bench import median_ms, thread_count
 from sofar_cost.models.layers import BinaryConvUnit
 from sofar_cost.models.registry import create_model
 
@@ -238,24 +236,6 @@ def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any
                  if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args)
 
 
-def _median_ms(fn: Callable[[], object], repeat: int, budget_s: float = 4.0) -> float:
-    """Median wall time of ``fn()`` in ms after two warm-up calls.
-
-    Slow runs (the simulated-binary torch path of a 149-layer net) get fewer repeats, at
-    least 3, so one call stays within about ``budget_s``.
-    """
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = time.perf_counter() - start
-    times = []
-    for _ in range(min(repeat, max(3, int(budget_s / once)))):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
-
-
 def benchmark_end_to_end(
     name: str,
     dataset: str = "imagenet",
@@ -283,22 +263,15 @@ def benchmark_end_to_end(
         "ms_torch_fp32_channels_last": lambda: fp32_cl(x_cl),
         "ms_torch_binary_sim": lambda: model(x),
     }
-    old_numba, old_torch = numba.get_num_threads(), torch.get_num_threads()
-    numba.set_num_threads(threads)
-    torch.set_num_threads(threads)
     columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
     result: dict[str, Any] = {}
-    try:
-        with torch.inference_mode(), Progress(*columns, transient=True,
-                                              disable=not progress) as bar:
-            task = bar.add_task("", total=len(runs))
-            for key, fn in runs.items():
-                bar.update(task, description=f"{name}: {key[3:]} ({threads} thread(s))")
-                result[key] = _median_ms(fn, repeat)
-                bar.advance(task)
-    finally:
-        numba.set_num_threads(old_numba)
-        torch.set_num_threads(old_torch)
+    bar = Progress(*columns, transient=True, disable=not progress)
+    with thread_count(threads), torch.inference_mode(), bar:
+        task = bar.add_task("", total=len(runs))
+        for key, fn in runs.items():
+            bar.update(task, description=f"{name}: {key[3:]} ({threads} thread(s))")
+            result[key] = median_ms(fn, repeat, warmup=2, budget_s=4.0)
+            bar.advance(task)
     ms_fp32 = min(result["ms_torch_fp32_nchw"], result["ms_torch_fp32_channels_last"])
     flops = model_cost(name, dataset).flops
     return {

@@ -25,6 +25,7 @@ __all__ = [
     "ConvShape",
     "benchmark_conv",
     "benchmark_layers",
+    "median_ms",
     "thread_count",
 ]
 
@@ -82,15 +83,26 @@ def thread_count(n: int) -> Iterator[None]:
         torch.set_num_threads(old_torch)
 
 
-def _median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
+def median_ms(
+    fn: Callable[[], object], repeat: int, warmup: int = 3, budget_s: float | None = None
+) -> float:
+    """Median wall time of ``fn()`` in ms after ``warmup`` calls.
+
+    With ``budget_s``, slow functions (a 149-layer net in simulated-binary torch) get fewer
+    repeats, at least 3, so one measurement stays within about that many seconds.
+    """
+    for _ in range(max(1, warmup)):
+        start = time.perf_counter()
         fn()
+        once = time.perf_counter() - start
+    if budget_s is not None:
+        repeat = min(repeat, max(3, int(budget_s / max(once, 1e-9))))
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
 
 
 def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict:
@@ -113,9 +125,9 @@ def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict
                                           padding=shape.padding)
 
     with thread_count(threads), torch.inference_mode():
-        ms_xnor = 1e3 * _median_seconds(lambda: layer(x_np), repeat)
-        ms_nchw = 1e3 * _median_seconds(lambda: conv(x, w), repeat)
-        ms_cl = 1e3 * _median_seconds(lambda: conv(x_cl, w_cl), repeat)
+        ms_xnor = median_ms(lambda: layer(x_np), repeat)
+        ms_nchw = median_ms(lambda: conv(x, w), repeat)
+        ms_cl = median_ms(lambda: conv(x_cl, w_cl), repeat)
     ms_torch = min(ms_nchw, ms_cl)
     return {
         **asdict(shape),
