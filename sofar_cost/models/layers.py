@@ -33,8 +33,8 @@ DATASETS: dict[str, DatasetSpec] = {
 def stem(out_channels: int, dataset: DatasetSpec) -> nn.Sequential:
     """ImageNet: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool (224 -> 56). CIFAR: 3x3/1 conv, BN (32 -> 32).
 
-    The CIFAR stem is inferred from SoFAR Table 2: Bi-Real ResNet18's 18.18 Mbit and 1.67e7
-    Flops are matched exactly by a 3x3 stride-1 conv without max-pool (stages at 32/16/8/4).
+    The CIFAR stem is inferred from SoFAR Table 2: only a 3x3 stride-1 conv without max-pool
+    (stages at 32/16/8/4) reproduces Bi-Real ResNet18's printed costs (docs/counting.md).
     """
     if dataset.imagenet_stem:
         return nn.Sequential(
