@@ -148,17 +148,14 @@ class _CostMode(TorchDispatchMode):
         return out
 
     def _track_outputs(self, args: Any, out: Any) -> None:
-        inputs = {id(t.untyped_storage()) for t in tree_flatten(args)[0] if _is_tensor(t)}
-        seen = set()
+        """Track each output whose storage is new: not a view, not an input written in place."""
+        known = {t.untyped_storage()._cdata for t in tree_flatten(args)[0] if _is_tensor(t)}
         for tensor in tree_flatten(out)[0]:
             if not _is_tensor(tensor) or tensor._is_view():
                 continue
             key = tensor.untyped_storage()._cdata
-            in_place = any(
-                t.untyped_storage()._cdata == key for t in tree_flatten(args)[0] if _is_tensor(t)
-            )
-            if not in_place and key not in seen and id(tensor) not in inputs:
-                seen.add(key)
+            if key not in known:
+                known.add(key)
                 self.track_live(tensor)
 
     def _count(self, func: Any, module: nn.Module | None, args: Any, out: Any) -> None:
