@@ -74,13 +74,23 @@ def test_packed_input_path_and_repadding() -> None:
 
 def test_packing_masks_unused_bits() -> None:
     xp = pack_activations(torch.ones(1, 70, 2, 2), padding=1)
-    assert xp.words.shape == (1, 4, 4, 2)
-    assert (xp.words[0, 1:3, 1:3, 0] == np.uint64(2**64 - 1)).all()
-    assert (xp.words[0, 1:3, 1:3, 1] == np.uint64(2**6 - 1)).all()
-    assert xp.words[0, 0].sum() == 0  # zero border
+    assert xp.words.shape == (1, 2, 1, 4, 4)  # [N, words, phases, Hq, Wq]
+    assert (xp.words[0, 0, 0, 1:3, 1:3] == np.uint64(2**64 - 1)).all()
+    assert (xp.words[0, 1, 0, 1:3, 1:3] == np.uint64(2**6 - 1)).all()
+    assert xp.words[0, :, 0, 0].sum() == 0  # zero border
     wp = pack_weights(torch.ones(3, 70, 1, 1))
-    assert int(wp.words[1, 0, 0]) == 2**6 - 1 and wp.words[:, :, 3:].sum() == 0
+    assert wp.words.shape == (4, 2, 1)  # [cout rounded up to a pair, words, taps]
+    assert int(wp.words[1, 1, 0]) == 2**6 - 1 and wp.words[3:].sum() == 0
     assert (wp.pad_terms[0, :3] == -70).all()
+
+
+def test_stride_phases_hold_every_bordered_pixel_once() -> None:
+    x = torch.randn(2, 130, 5, 6)
+    plain = pack_activations(x, padding=0)
+    strided = pack_activations(x, padding=1, stride=2)
+    assert strided.words.shape == (2, 3, 4, 4, 4)  # 7x8 bordered -> 4 phases of 4x4
+    np.testing.assert_array_equal(strided.interior(), plain.interior())
+    np.testing.assert_array_equal(plain.with_layout(1, 2).words, strided.words)
 
 
 @pytest.mark.parametrize(("n", "fin", "fout"), [(1, 1, 1), (5, 106, 33), (3, 512, 1000)])

@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from ._conv_kernel import conv_kernel
+from ._conv_kernel import CHUNK, conv_kernel
 from .packing import (
     ArrayLike,
     PackedActivations,
@@ -36,12 +38,57 @@ def _square(value: int | tuple[int, ...], what: str, name: str) -> int:
                      f"(supported: {SUPPORTED})")
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Per input size: tap offsets and the padding-correction tables of :func:`conv_kernel`."""
+
+    offsets: tuple[int, ...]
+    out_hw: tuple[int, int]
+    row_len: int
+    base: np.ndarray  # [cout_pad, CHUNK + Wq] int32
+    row_fix: np.ndarray  # [cout_pad, classes, Wq] int32
+    row_class: np.ndarray  # [Ho] int64, -1 where no tap reaches the top/bottom padding
+
+
+def _plan(weights: PackedWeights, stride: int, padding: int, xp: PackedActivations) -> _Plan:
+    """Offsets and corrections: a tap on an all-zero padding word adds ``pad_terms`` (the
+    weight-sign sum), which must be removed to get zero padding. Per output column the
+    column-padding part is periodic in the row length, so it goes into the initial value
+    ``base``; rows touching the top/bottom padding get the remainder in ``row_fix``."""
+    kh, kw = weights.kernel_size
+    hq, wq = xp.phase_shape
+    s, p = stride, padding
+    out_h = (xp.height + 2 * p - kh) // s + 1
+    out_w = (xp.width + 2 * p - kw) // s + 1
+    offsets = tuple(((ky % s) * s + kx % s) * hq * wq + (ky // s) * wq + kx // s
+                    for ky in range(kh) for kx in range(kw))
+    rows = np.arange(out_h)[:, None] * s - p + np.arange(kh)
+    row_bad = (rows < 0) | (rows >= xp.height)  # [Ho, kh]
+    cols = np.arange(wq)[:, None] * s - p + np.arange(kw)
+    col_bad = ((cols < 0) | (cols >= xp.width)) & (np.arange(wq) < out_w)[:, None]  # [Wq, kw]
+    terms = weights.pad_terms.reshape(kh, kw, -1)  # [kh, kw, cout_pad]
+    col_part = np.einsum("xk,yko->ox", col_bad.astype(np.int64), terms)
+    total = weights.in_channels * kh * kw
+    base = (total - col_part[:, np.arange(CHUNK + wq) % wq]).astype(np.int32)
+    patterns, row_class = np.unique(row_bad, axis=0, return_inverse=True)
+    row_class = row_class.reshape(-1).astype(np.int64)
+    border = [i for i, pattern in enumerate(patterns) if pattern.any()]
+    row_fix = np.einsum("ry,xk,yko->orx", patterns[border].astype(np.int64),
+                        (~col_bad).astype(np.int64), terms).astype(np.int32)
+    renumber = np.full(len(patterns), -1, np.int64)
+    renumber[border] = np.arange(len(border))
+    if not border:  # the kernel indexes row_fix[c, cls] only for cls >= 0; keep it 3-D
+        row_fix = np.zeros((terms.shape[2], 1, wq), np.int32)
+    return _Plan(offsets, (out_h, out_w), wq, np.ascontiguousarray(base),
+                 np.ascontiguousarray(row_fix), renumber[row_class])
+
+
 class PackedBinaryConv2d:
     """Binary conv2d whose weights are packed once; calls pack the input and convolve.
 
-    Output: int32 array of shape [N, Cout, Ho, Wo] (NCHW, as torch) whose memory is
-    channels-last, the layout the kernel writes contiguously. ``np.ascontiguousarray``
-    gives a plain NCHW copy if needed.
+    Output: int32 array of shape [N, Cout, Ho, Wo] (NCHW, as torch), a view whose rows are
+    ``Wq`` words apart (the kernel's scratch columns sit past ``Wo``).
+    ``np.ascontiguousarray`` gives a plain copy if needed.
     """
 
     def __init__(self, weights: PackedWeights, stride: int = 1, padding: int = 0,
@@ -53,6 +100,7 @@ class PackedBinaryConv2d:
         self.stride = stride
         self.padding = padding
         self.name = name
+        self._plans: dict[tuple[int, int], _Plan] = {}
 
     @classmethod
     def from_weight(cls, weight: ArrayLike, stride: int | tuple[int, int] = 1,
@@ -98,25 +146,29 @@ class PackedBinaryConv2d:
         if arr.ndim != 4 or arr.shape[1] != self.in_channels:
             raise ValueError(f"{self.name}: expected input [N, {self.in_channels}, H, W], "
                              f"got {tuple(arr.shape)}")
-        return self.forward_packed(pack_activations(arr, self.padding))
+        return self.forward_packed(pack_activations(arr, self.padding, self.stride))
 
     def forward_packed(self, xp: PackedActivations) -> np.ndarray:
-        """Convolve already-packed activations (re-bordered if their padding differs)."""
+        """Convolve already-packed activations (re-laid out if their padding/stride differ)."""
         if xp.channels != self.in_channels:
             raise ValueError(f"{self.name}: expected {self.in_channels} input channels, "
                              f"got packed activations with {xp.channels}")
-        xp = xp.with_padding(self.padding)
         out_h, out_w = self.output_hw(xp.height, xp.width)
         if out_h < 1 or out_w < 1:
             raise ValueError(f"{self.name}: input {xp.height}x{xp.width} is smaller than the "
                              f"kernel {self.weights.kernel_size} with padding {self.padding}")
-        n, _, padded_w, words = xp.words.shape
-        kh, kw = self.weights.kernel_size
-        offsets = tuple((ky * padded_w + kx) * words for ky in range(kh) for kx in range(kw))
-        out = np.empty((n, out_h, out_w, self.out_channels), np.int32)
-        conv_kernel(xp.words, self.weights.words, self.weights.pad_terms, offsets, (kh, kw),
-                    self.stride, self.padding, self.in_channels, self.weights.block, out)
-        return out.transpose(0, 3, 1, 2)
+        xp = xp.with_layout(self.padding, self.stride)
+        plan = self._plans.get((xp.height, xp.width))
+        if plan is None:
+            plan = self._plans[xp.height, xp.width] = _plan(self.weights, self.stride,
+                                                            self.padding, xp)
+        n, cout, row_len = xp.batch, self.out_channels, plan.row_len
+        length = out_h * row_len
+        out = np.empty((n, self.weights.words.shape[0], -(-length // 8) * 8), np.int32)
+        conv_kernel(xp.buffer, xp.plane_words, self.weights.words, plan.offsets,
+                    tuple(range(len(plan.offsets))), out_h, plan.base, plan.row_fix,
+                    plan.row_class, out)
+        return out[:, :cout, :length].reshape(n, cout, out_h, row_len)[..., :out_w]
 
 
 class PackedBinaryLinear:

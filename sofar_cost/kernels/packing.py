@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._conv_kernel import pack_nchw_kernel
+from ._conv_kernel import pack_kernel
 
 __all__ = ["PackedActivations", "PackedWeights", "n_words", "pack_activations", "pack_weights"]
 
@@ -40,52 +40,97 @@ def to_numpy(x: ArrayLike) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PackedActivations:
-    """Sign bits of an NCHW batch, stored NHWC with a zero border of ``padding`` pixels.
+    """Sign bits of an NCHW batch in the kernel's layout, with a zero border of ``padding``.
 
-    ``words`` has shape [N, H + 2p, W + 2p, n_words(channels)]. The border words are 0,
-    which the convolution corrects for exactly (zero padding contributes 0, not -1).
+    Per image and 64-channel word, the bordered ``(H + 2p) x (W + 2p)`` plane is split into
+    ``stride x stride`` phase planes of ``Hq x Wq`` words (phase ``(a, b)`` holds bordered
+    pixels ``(a + s*i, b + s*j)``), so a strided convolution reads consecutive words for
+    consecutive output pixels. ``buffer`` is flat with ``Wq + 8`` words of slack at the end
+    (the kernel reads whole 8-word vectors past the last pixel). Border words are 0, which
+    the convolution corrects for exactly (zero padding contributes 0, not -1).
     """
 
-    words: np.ndarray
+    buffer: np.ndarray
+    batch: int
     channels: int
+    height: int
+    width: int
     padding: int
+    stride: int
 
     @property
-    def height(self) -> int:
-        return self.words.shape[1] - 2 * self.padding
+    def phase_shape(self) -> tuple[int, int]:
+        """(Hq, Wq): the size of one phase plane."""
+        s, p = self.stride, self.padding
+        return -(-(self.height + 2 * p) // s), -(-(self.width + 2 * p) // s)
 
     @property
-    def width(self) -> int:
-        return self.words.shape[2] - 2 * self.padding
+    def plane_words(self) -> int:
+        """Words per (image, 64-channel word): all phase planes."""
+        hq, wq = self.phase_shape
+        return self.stride**2 * hq * wq
 
-    def with_padding(self, padding: int) -> PackedActivations:
-        """Same bits with a different zero border (a copy unless already ``padding``)."""
-        if padding == self.padding:
+    @property
+    def words(self) -> np.ndarray:
+        """[N, words, s*s, Hq, Wq] view of the buffer."""
+        hq, wq = self.phase_shape
+        size = self.batch * n_words(self.channels) * self.plane_words
+        return self.buffer[:size].reshape(
+            self.batch, n_words(self.channels), self.stride**2, hq, wq)
+
+    def interior(self) -> np.ndarray:
+        """The packed words as plain [N, words, H, W] (a copy; for re-layout and tests)."""
+        s, p = self.stride, self.padding
+        hq, wq = self.phase_shape
+        full = np.zeros((self.batch, n_words(self.channels), hq * s, wq * s), np.uint64)
+        for a in range(s):
+            for b in range(s):
+                full[:, :, a::s, b::s] = self.words[:, :, a * s + b]
+        return full[:, :, p : p + self.height, p : p + self.width]
+
+    def with_layout(self, padding: int, stride: int) -> PackedActivations:
+        """Same bits for a convolution of another padding/stride (a copy unless equal)."""
+        if (padding, stride) == (self.padding, self.stride):
             return self
-        p = self.padding
-        interior = self.words[:, p : p + self.height, p : p + self.width]
-        border = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-        return PackedActivations(np.pad(interior, border), self.channels, padding)
+        packed = _empty_packed(self.batch, self.channels, self.height, self.width, padding,
+                               stride)
+        bordered = np.pad(self.interior(), ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2))
+        for a in range(stride):
+            for b in range(stride):
+                phase = bordered[:, :, a::stride, b::stride]
+                packed.words[:, :, a * stride + b, : phase.shape[2], : phase.shape[3]] = phase
+        return packed
 
 
-def pack_activations(x: ArrayLike, padding: int = 0) -> PackedActivations:
-    """Pack an NCHW float tensor's signs (see module docstring); multithreaded in Numba."""
+def _empty_packed(n: int, c: int, h: int, w: int, padding: int,
+                  stride: int) -> PackedActivations:
+    """All-zero packed activations of the given geometry (see :class:`PackedActivations`)."""
+    packed = PackedActivations(np.empty(0, np.uint64), n, c, h, w, padding, stride)
+    wq = packed.phase_shape[1]
+    size = n * n_words(c) * packed.plane_words + wq + 8
+    return PackedActivations(np.zeros(size, np.uint64), n, c, h, w, padding, stride)
+
+
+def pack_activations(x: ArrayLike, padding: int = 0, stride: int = 1) -> PackedActivations:
+    """Pack an NCHW float tensor's signs for a conv of this padding and stride (Numba)."""
     arr = np.ascontiguousarray(to_numpy(x))
     if arr.ndim != 4:
         raise ValueError(f"pack_activations expects NCHW input, got shape {arr.shape}")
-    n, c, h, w = arr.shape
-    words = np.zeros((n, h + 2 * padding, w + 2 * padding, n_words(c)), np.uint64)
-    pack_nchw_kernel(arr, padding, words)
-    return PackedActivations(words, c, padding)
+    if padding < 0 or stride < 1:
+        raise ValueError(f"pack_activations: padding={padding}, stride={stride} "
+                         "(valid: padding >= 0, stride >= 1)")
+    packed = _empty_packed(*arr.shape, padding, stride)
+    pack_kernel(arr, padding, stride, packed.words)
+    return packed
 
 
 @dataclass(frozen=True)
 class PackedWeights:
     """Conv weights packed for the kernel.
 
-    words: [n_words, kh * kw, cout_pad] so that for one (word, tap) the output channels are
-    contiguous (vectorised innermost loop); cout_pad is a multiple of ``block``, and the
-    extra channels are all-zero and never written out.
+    words: [cout_pad, n_words, kh * kw]: one output channel's tap words are contiguous, so
+    a channel pair's words load once into registers. cout_pad is even (the kernel works on
+    channel pairs); a padding channel is all-zero and never returned.
     pad_terms: [kh * kw, cout_pad] int64, ``in_channels - 2 * popcount(tap word)`` = minus
     the tap's weight-sign sum: what an all-zero padding word would wrongly contribute.
     """
@@ -95,31 +140,21 @@ class PackedWeights:
     in_channels: int
     out_channels: int
     kernel_size: tuple[int, int]
-    block: int
 
 
-def choose_block(out_channels: int) -> int:
-    """Output channels per task: large blocks amortise per-pixel setup, 8 lanes minimum."""
-    block = 8
-    while block < 128 and block < out_channels:
-        block *= 2
-    return block
-
-
-def pack_weights(weight: ArrayLike, block: int | None = None) -> PackedWeights:
+def pack_weights(weight: ArrayLike) -> PackedWeights:
     """Pack [Cout, Cin, kh, kw] weights' signs (see :class:`PackedWeights`)."""
     w = to_numpy(weight)
     if w.ndim != 4:
         raise ValueError(f"pack_weights expects [Cout, Cin, kh, kw] weights, got {w.shape}")
     cout, cin, kh, kw = w.shape
-    block = block or choose_block(cout)
     words = n_words(cin)
     bits = np.zeros((cout, kh * kw, words * 64), np.uint8)
     bits[:, :, :cin] = (w >= 0).transpose(0, 2, 3, 1).reshape(cout, kh * kw, cin)
     packed = np.packbits(bits, axis=-1, bitorder="little").view("<u8")  # [cout, taps, words]
-    cout_pad = -(-cout // block) * block
-    out_words = np.zeros((words, kh * kw, cout_pad), np.uint64)
-    out_words[:, :, :cout] = packed.transpose(2, 1, 0)
+    cout_pad = cout + cout % 2
+    out_words = np.zeros((cout_pad, words, kh * kw), np.uint64)
+    out_words[:cout] = packed.transpose(0, 2, 1)
     pad_terms = np.zeros((kh * kw, cout_pad), np.int64)
     pad_terms[:, :cout] = (cin - 2 * bits.sum(axis=2, dtype=np.int64)).T
-    return PackedWeights(out_words, pad_terms, cin, cout, (kh, kw), block)
+    return PackedWeights(out_words, pad_terms, cin, cout, (kh, kw))

@@ -3,8 +3,8 @@
 ``np.bitwise_count`` is not available in nopython mode, so :func:`popcount` is an
 intrinsic. Its code depends on the CPU Numba compiles for:
 
-* ``avx512-vpopcntdq``: emit ``llvm.ctpop.i64`` and let LLVM vectorise loops over output
-  channels into ``vpopcntq`` on 512-bit registers (8 words per instruction).
+* ``avx512-vpopcntdq``: emit ``llvm.ctpop.i64`` and let LLVM vectorise the loop over output
+  pixels into ``vpopcntq`` on 512-bit registers (8 words per instruction).
 * ``scalar-popcnt`` (x86 without VPOPCNTDQ): emit the ``popcnt`` instruction as inline
   assembly. LLVM cannot vectorise through inline assembly, which is what we want there:
   its AVX2 ``vpshufb`` popcount emulation measured ~20% slower than scalar ``popcnt``.
