@@ -35,29 +35,24 @@ __all__ = ["PackedConv", "PackedConvUnit", "benchmark_end_to_end", "pack_model"]
 
 
 @njit(parallel=True, cache=True)
-def _affine_kernel(acc: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray) -> None:
-    """``out[n, c] = acc[n, c] * scale[c] + shift[c]``: int32 -> float in one pass (NCHW)."""
+def _affine_kernel(
+    acc: np.ndarray, scale: np.ndarray, shift: np.ndarray, residual: np.ndarray | None,
+    out: np.ndarray,
+) -> None:
+    """``out[n, c] = acc[n, c] * scale[c] + shift[c] (+ residual[n, c])``, int32 -> float in
+    one NCHW pass. Numba compiles the ``residual=None`` call without the residual branch."""
     n_img, chans, height, width = acc.shape
     for task in prange(n_img * chans):
         n, c = task // chans, task % chans
         for h in range(height):
             src, dst = acc[n, c, h], out[n, c, h]
-            for w in range(width):
-                dst[w] = src[w] * scale[c] + shift[c]
-
-
-@njit(parallel=True, cache=True)
-def _affine_add_kernel(
-    acc: np.ndarray, scale: np.ndarray, shift: np.ndarray, residual: np.ndarray, out: np.ndarray
-) -> None:
-    """As :func:`_affine_kernel`, plus a residual of the same NCHW shape."""
-    n_img, chans, height, width = acc.shape
-    for task in prange(n_img * chans):
-        n, c = task // chans, task % chans
-        for h in range(height):
-            src, res, dst = acc[n, c, h], residual[n, c, h], out[n, c, h]
-            for w in range(width):
-                dst[w] = src[w] * scale[c] + shift[c] + res[w]
+            if residual is None:
+                for w in range(width):
+                    dst[w] = src[w] * scale[c] + shift[c]
+            else:
+                res = residual[n, c, h]
+                for w in range(width):
+                    dst[w] = src[w] * scale[c] + shift[c] + res[w]
 
 
 def weight_scale(conv: nn.Conv2d) -> torch.Tensor:
@@ -108,12 +103,8 @@ class PackedConv(nn.Module):
         k = self.kernel
         acc = k.forward_packed(pack_activations(x, k.padding, k.stride))
         out = torch.empty(acc.shape, dtype=self.scale.dtype)
-        scale, shift = self.scale.numpy(), self.shift.numpy()
-        if residual is None:
-            _affine_kernel(acc, scale, shift, out.numpy())
-        else:
-            res = residual.detach().to(out.dtype).contiguous().numpy()
-            _affine_add_kernel(acc, scale, shift, res, out.numpy())
+        res = None if residual is None else residual.detach().to(out.dtype).contiguous().numpy()
+        _affine_kernel(acc, self.scale.numpy(), self.shift.numpy(), res, out.numpy())
         return out
 
     def extra_repr(self) -> str:

@@ -43,14 +43,15 @@ class _Plan:
     """Per input size: tap offsets and the padding-correction tables of :func:`conv_kernel`."""
 
     offsets: tuple[int, ...]
-    out_hw: tuple[int, int]
+    tap_index: tuple[int, ...]  # (0, .., taps - 1): lets the kernel unroll over taps
     row_len: int
     base: np.ndarray  # [cout_pad, CHUNK + Wq] int32
     row_fix: np.ndarray  # [cout_pad, classes, Wq] int32
     row_class: np.ndarray  # [Ho] int64, -1 where no tap reaches the top/bottom padding
 
 
-def _plan(weights: PackedWeights, stride: int, padding: int, xp: PackedActivations) -> _Plan:
+def _plan(weights: PackedWeights, stride: int, padding: int, xp: PackedActivations,
+          out_hw: tuple[int, int]) -> _Plan:
     """Offsets and corrections: a tap on an all-zero padding word adds ``pad_terms`` (the
     weight-sign sum), which must be removed to get zero padding. Per output column the
     column-padding part is periodic in the row length, so it goes into the initial value
@@ -58,8 +59,7 @@ def _plan(weights: PackedWeights, stride: int, padding: int, xp: PackedActivatio
     kh, kw = weights.kernel_size
     hq, wq = xp.phase_shape
     s, p = stride, padding
-    out_h = (xp.height + 2 * p - kh) // s + 1
-    out_w = (xp.width + 2 * p - kw) // s + 1
+    out_h, out_w = out_hw
     offsets = tuple(((ky % s) * s + kx % s) * hq * wq + (ky // s) * wq + kx // s
                     for ky in range(kh) for kx in range(kw))
     rows = np.arange(out_h)[:, None] * s - p + np.arange(kh)
@@ -79,7 +79,7 @@ def _plan(weights: PackedWeights, stride: int, padding: int, xp: PackedActivatio
     renumber[border] = np.arange(len(border))
     if not border:  # the kernel indexes row_fix[c, cls] only for cls >= 0; keep it 3-D
         row_fix = np.zeros((terms.shape[2], 1, wq), np.int32)
-    return _Plan(offsets, (out_h, out_w), wq, np.ascontiguousarray(base),
+    return _Plan(offsets, tuple(range(len(offsets))), wq, np.ascontiguousarray(base),
                  np.ascontiguousarray(row_fix), renumber[row_class])
 
 
@@ -161,13 +161,12 @@ class PackedBinaryConv2d:
         plan = self._plans.get((xp.height, xp.width))
         if plan is None:
             plan = self._plans[xp.height, xp.width] = _plan(self.weights, self.stride,
-                                                            self.padding, xp)
+                                                            self.padding, xp, (out_h, out_w))
         n, cout, row_len = xp.batch, self.out_channels, plan.row_len
         length = out_h * row_len
         out = np.empty((n, self.weights.words.shape[0], -(-length // 8) * 8), np.int32)
         conv_kernel(xp.buffer, xp.plane_words, self.weights.words, plan.offsets,
-                    tuple(range(len(plan.offsets))), out_h, plan.base, plan.row_fix,
-                    plan.row_class, out)
+                    plan.tap_index, out_h, plan.base, plan.row_fix, plan.row_class, out)
         return out[:, :cout, :length].reshape(n, cout, out_h, row_len)[..., :out_w]
 
 

@@ -61,8 +61,7 @@ class PackedActivations:
     @property
     def phase_shape(self) -> tuple[int, int]:
         """(Hq, Wq): the size of one phase plane."""
-        s, p = self.stride, self.padding
-        return -(-(self.height + 2 * p) // s), -(-(self.width + 2 * p) // s)
+        return _phase_shape(self.height, self.width, self.padding, self.stride)
 
     @property
     def plane_words(self) -> int:
@@ -102,12 +101,16 @@ class PackedActivations:
         return packed
 
 
+def _phase_shape(height: int, width: int, padding: int, stride: int) -> tuple[int, int]:
+    """(Hq, Wq): one phase plane of the zero-bordered image (see :class:`PackedActivations`)."""
+    return -(-(height + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
+
+
 def _empty_packed(n: int, c: int, h: int, w: int, padding: int,
                   stride: int) -> PackedActivations:
-    """All-zero packed activations of the given geometry (see :class:`PackedActivations`)."""
-    packed = PackedActivations(np.empty(0, np.uint64), n, c, h, w, padding, stride)
-    wq = packed.phase_shape[1]
-    size = n * n_words(c) * packed.plane_words + wq + 8
+    """All-zero packed activations of the given geometry, slack included."""
+    hq, wq = _phase_shape(h, w, padding, stride)
+    size = n * n_words(c) * stride**2 * hq * wq + wq + 8
     return PackedActivations(np.zeros(size, np.uint64), n, c, h, w, padding, stride)
 
 
