@@ -103,16 +103,19 @@ def markdown(report: dict) -> str:
         f"- popcount ceiling (XOR + popcount + add, L1-resident, 1 thread): "
         f"{report['popcount_ceiling_gmacs_per_s_1_thread']:.0f} G binary MACs/s",
         f"- median of {report['repeat']} runs after warm-up; xnor time includes packing the "
-        "float input; torch = best of NCHW and channels_last fp32 conv2d; batch 1, 3x3, pad 1",
+        "float input; both sides take the better of an NCHW and a channels_last float input "
+        "(xnor columns show both); batch 1, 3x3, pad 1",
         "",
-        "| layer | threads | ms xnor | ms torch fp32 | G binary MAC/s | % of ceiling "
-        "| speedup | scaling vs 1 thread |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| layer | threads | ms xnor | (NCHW / ch-last) | ms torch fp32 | G binary MAC/s "
+        "| % of ceiling | speedup | scaling vs 1 thread |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         scaling = r.get("scaling_vs_1_thread")
         lines.append(
-            f"| {r['name']} | {r['threads']} | {r['ms_xnor']:.3f} | {r['ms_torch_fp32']:.3f} "
+            f"| {r['name']} | {r['threads']} | {r['ms_xnor']:.3f} "
+            f"| {r['ms_xnor_nchw']:.3f} / {r['ms_xnor_channels_last']:.3f} "
+            f"| {r['ms_torch_fp32']:.3f} "
             f"| {r['gmacs_per_s']:.0f} | {r['pct_of_ceiling']:.0f} | {r['speedup']:.1f}x | "
             + ("" if scaling is None else f"{scaling:.2f}x") + " |")
     lines.append("")

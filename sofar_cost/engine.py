@@ -26,7 +26,7 @@ from torch import nn
 from sofar_cost.binary import BinaryConv2d, is_binary_layer, set_binarization
 from sofar_cost.costs import input_shape, model_cost
 from sofar_cost.errors import SofarError
-from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant, pack_activations
+from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant
 from sofar_cost.kernels.bench import median_ms, thread_count
 from sofar_cost.models.layers import BinaryConvUnit
 from sofar_cost.models.registry import create_model
@@ -101,7 +101,7 @@ class PackedConv(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         k = self.kernel
-        acc = k.forward_packed(pack_activations(x, k.padding, k.stride))
+        acc = k(x)
         out = torch.empty(acc.shape, dtype=self.scale.dtype)
         res = None if residual is None else residual.detach().to(out.dtype).contiguous().numpy()
         _affine_kernel(acc, self.scale.numpy(), self.shift.numpy(), res, out.numpy())

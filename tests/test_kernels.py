@@ -45,15 +45,28 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize(("n", "cin", "cout", "size", "k", "stride", "pad"), CASES)
 def test_conv_matches_torch(n: int, cin: int, cout: int, size: int, k: int, stride: int,
-                            pad: int) -> None:
+                            pad: int, memory_format: torch.memory_format) -> None:
     gen = torch.Generator().manual_seed(cin * 1000 + cout)
     x = torch.randn(n, cin, size, size + 1, generator=gen)
     w = torch.randn(cout, cin, k, k, generator=gen)
-    out = PackedBinaryConv2d.from_weight(w, stride, pad)(x)
+    layer = PackedBinaryConv2d.from_weight(w, stride, pad)
+    out = layer(x.contiguous(memory_format=memory_format))
     np.testing.assert_array_equal(out, reference(x, w, stride, pad))
     assert out.dtype == np.int32
+
+
+def test_channels_last_and_planar_packing_agree() -> None:
+    """Both packing kernels, on full and partial words, with -0.0 -> 1 and NaN -> 0."""
+    x = torch.randn(2, 130, 5, 9, dtype=torch.float64)
+    x[0, 3, 1, 2], x[1, 100, 4, 8] = -0.0, float("nan")
+    planar = pack_activations(x, padding=1)
+    nhwc = pack_activations(x.contiguous(memory_format=torch.channels_last), padding=1)
+    np.testing.assert_array_equal(planar.words, nhwc.words)
+    assert planar.interior()[0, 0, 1, 2] >> np.uint64(3) & np.uint64(1) == 1
+    assert planar.interior()[1, 1, 4, 8] >> np.uint64(36) & np.uint64(1) == 0
 
 
 def test_zero_and_negative_zero_are_plus_one() -> None:
@@ -74,12 +87,13 @@ def test_packed_input_path_and_repadding() -> None:
 
 def test_packing_masks_unused_bits() -> None:
     xp = pack_activations(torch.ones(1, 70, 2, 2), padding=1)
-    assert xp.words.shape == (1, 2, 1, 4, 4)  # [N, words, phases, Hq, Wq]
+    assert xp.words.shape == (1, 2, 1, 4, 3)  # [N, words, phases, Hq, Wq]: no right border
     assert (xp.words[0, 0, 0, 1:3, 1:3] == np.uint64(2**64 - 1)).all()
     assert (xp.words[0, 1, 0, 1:3, 1:3] == np.uint64(2**6 - 1)).all()
-    assert xp.words[0, :, 0, 0].sum() == 0  # zero border
+    assert xp.words[0, :, 0, 0].sum() == 0 and xp.words[0, :, 0, :, 0].sum() == 0  # border
+    assert pack_activations(torch.ones(1, 70, 2, 2), 1, right=2).words.shape[-1] == 5
     wp = pack_weights(torch.ones(3, 70, 1, 1))
-    assert wp.words.shape == (4, 2, 1)  # [cout rounded up to a pair, words, taps]
+    assert wp.words.shape == (4, 2, 1)  # [cout rounded up to a quad, words, taps]
     assert int(wp.words[1, 1, 0]) == 2**6 - 1 and wp.words[3:].sum() == 0
     assert (wp.pad_terms[0, :3] == -70).all()
 
@@ -88,7 +102,7 @@ def test_stride_phases_hold_every_bordered_pixel_once() -> None:
     x = torch.randn(2, 130, 5, 6)
     plain = pack_activations(x, padding=0)
     strided = pack_activations(x, padding=1, stride=2)
-    assert strided.words.shape == (2, 3, 4, 4, 4)  # 7x8 bordered -> 4 phases of 4x4
+    assert strided.words.shape == (2, 3, 4, 4, 4)  # 7x7 bordered (left only) -> 4 of 4x4
     np.testing.assert_array_equal(strided.interior(), plain.interior())
     np.testing.assert_array_equal(plain.with_layout(1, 2).words, strided.words)
 

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._conv_kernel import CHUNK, conv_kernel
+from ._conv_kernel import CHUNK, conv_kernel, pack_and_conv
 from .packing import (
     ArrayLike,
     PackedActivations,
     PackedWeights,
-    pack_activations,
+    _phase_shape,
     pack_weights,
+    packing_source,
     to_numpy,
 )
 
@@ -40,36 +41,49 @@ def _square(value: int | tuple[int, ...], what: str, name: str) -> int:
 
 @dataclass(frozen=True)
 class _Plan:
-    """Per input size: tap offsets and the padding-correction tables of :func:`conv_kernel`."""
+    """Per input size: the packed layout, tap offsets and padding corrections of a layer."""
 
+    layout: tuple[int, int, int]  # (padding, stride, right) of the packed input
+    phase_shape: tuple[int, int]  # (Hq, Wq); Wq is also the output row length
+    out_hw: tuple[int, int]
     offsets: tuple[int, ...]
     tap_index: tuple[int, ...]  # (0, .., taps - 1): lets the kernel unroll over taps
-    row_len: int
-    base: np.ndarray  # [cout_pad, CHUNK + Wq] int32
+    base: np.ndarray  # [cout_pad, longest chunk + Wq] int32
     row_fix: np.ndarray  # [cout_pad, classes, Wq] int32
     row_class: np.ndarray  # [Ho] int64, -1 where no tap reaches the top/bottom padding
 
+    @property
+    def length(self) -> int:
+        """Output pixels per plane the kernel computes (rows of ``Wq``, scratch included)."""
+        return self.out_hw[0] * self.phase_shape[1]
 
-def _plan(weights: PackedWeights, stride: int, padding: int, xp: PackedActivations,
+    def kernel_args(self, weights: PackedWeights) -> tuple:
+        """The arguments :func:`conv_kernel` takes after the packed input."""
+        return (weights.words, self.offsets, self.tap_index, self.length, self.base,
+                self.row_fix, self.row_class)
+
+
+def _plan(weights: PackedWeights, layout: tuple[int, int, int], height: int, width: int,
           out_hw: tuple[int, int]) -> _Plan:
     """Offsets and corrections: a tap on an all-zero padding word adds ``pad_terms`` (the
     weight-sign sum), which must be removed to get zero padding. Per output column the
     column-padding part is periodic in the row length, so it goes into the initial value
     ``base``; rows touching the top/bottom padding get the remainder in ``row_fix``."""
     kh, kw = weights.kernel_size
-    hq, wq = xp.phase_shape
-    s, p = stride, padding
+    p, s, _ = layout
+    hq, wq = _phase_shape(height, width, *layout)
     out_h, out_w = out_hw
     offsets = tuple(((ky % s) * s + kx % s) * hq * wq + (ky // s) * wq + kx // s
                     for ky in range(kh) for kx in range(kw))
     rows = np.arange(out_h)[:, None] * s - p + np.arange(kh)
-    row_bad = (rows < 0) | (rows >= xp.height)  # [Ho, kh]
+    row_bad = (rows < 0) | (rows >= height)  # [Ho, kh]
     cols = np.arange(wq)[:, None] * s - p + np.arange(kw)
-    col_bad = ((cols < 0) | (cols >= xp.width)) & (np.arange(wq) < out_w)[:, None]  # [Wq, kw]
+    col_bad = ((cols < 0) | (cols >= width)) & (np.arange(wq) < out_w)[:, None]  # [Wq, kw]
     terms = weights.pad_terms.reshape(kh, kw, -1)  # [kh, kw, cout_pad]
     col_part = np.einsum("xk,yko->ox", col_bad.astype(np.int64), terms)
     total = weights.in_channels * kh * kw
-    base = (total - col_part[:, np.arange(CHUNK + wq) % wq]).astype(np.int32)
+    longest = min(CHUNK, -(-out_h * wq // 8) * 8)  # the longest chunk conv_kernel runs
+    base = (total - col_part[:, np.arange(longest + wq) % wq]).astype(np.int32)
     patterns, row_class = np.unique(row_bad, axis=0, return_inverse=True)
     row_class = row_class.reshape(-1).astype(np.int64)
     border = [i for i, pattern in enumerate(patterns) if pattern.any()]
@@ -79,8 +93,9 @@ def _plan(weights: PackedWeights, stride: int, padding: int, xp: PackedActivatio
     renumber[border] = np.arange(len(border))
     if not border:  # the kernel indexes row_fix[c, cls] only for cls >= 0; keep it 3-D
         row_fix = np.zeros((terms.shape[2], 1, wq), np.int32)
-    return _Plan(offsets, tuple(range(len(offsets))), wq, np.ascontiguousarray(base),
-                 np.ascontiguousarray(row_fix), renumber[row_class])
+    return _Plan(layout, (hq, wq), out_hw, offsets, tuple(range(len(offsets))),
+                 np.ascontiguousarray(base), np.ascontiguousarray(row_fix),
+                 renumber[row_class])
 
 
 class PackedBinaryConv2d:
@@ -140,34 +155,59 @@ class PackedBinaryConv2d:
         p, s = self.padding, self.stride
         return (height + 2 * p - kh) // s + 1, (width + 2 * p - kw) // s + 1
 
+    def layout(self, width: int) -> tuple[int, int, int]:
+        """(padding, stride, right) of the packed input this layer reads without a copy:
+        a right border only where the output rows are longer than the packed ones."""
+        p, s = self.padding, self.stride
+        return p, s, max(0, s * self.output_hw(width, width)[1] - width - p)
+
     def __call__(self, x: ArrayLike) -> np.ndarray:
-        """Convolve a float NCHW batch (signs taken by the packing)."""
+        """Convolve a float NCHW batch (signs taken by the packing, in the same Numba call)."""
         arr = to_numpy(x)
         if arr.ndim != 4 or arr.shape[1] != self.in_channels:
             raise ValueError(f"{self.name}: expected input [N, {self.in_channels}, H, W], "
                              f"got {tuple(arr.shape)}")
-        return self.forward_packed(pack_activations(arr, self.padding, self.stride))
+        plan = self._plan_for(arr.shape[2], arr.shape[3])
+        out = self._empty_output(arr.shape[0], plan)
+        source, channels_last = packing_source(arr)
+        pack_and_conv(source, channels_last, *plan.layout[:2], *plan.phase_shape,
+                      *plan.kernel_args(self.weights), out)
+        return self._output_view(out, plan)
 
     def forward_packed(self, xp: PackedActivations) -> np.ndarray:
-        """Convolve already-packed activations (re-laid out if their padding/stride differ)."""
+        """Convolve already-packed activations (re-laid out if not in :meth:`layout`)."""
         if xp.channels != self.in_channels:
             raise ValueError(f"{self.name}: expected {self.in_channels} input channels, "
                              f"got packed activations with {xp.channels}")
-        out_h, out_w = self.output_hw(xp.height, xp.width)
-        if out_h < 1 or out_w < 1:
-            raise ValueError(f"{self.name}: input {xp.height}x{xp.width} is smaller than the "
-                             f"kernel {self.weights.kernel_size} with padding {self.padding}")
-        xp = xp.with_layout(self.padding, self.stride)
-        plan = self._plans.get((xp.height, xp.width))
+        plan = self._plan_for(xp.height, xp.width)
+        xp = xp.with_layout(*plan.layout)
+        out = self._empty_output(xp.batch, plan)
+        conv_kernel(xp.buffer, xp.plane_words, *plan.kernel_args(self.weights), out)
+        return self._output_view(out, plan)
+
+    def _plan_for(self, height: int, width: int) -> _Plan:
+        """The cached plan for this input size (a clear error if the input is too small)."""
+        plan = self._plans.get((height, width))
         if plan is None:
-            plan = self._plans[xp.height, xp.width] = _plan(self.weights, self.stride,
-                                                            self.padding, xp, (out_h, out_w))
-        n, cout, row_len = xp.batch, self.out_channels, plan.row_len
-        length = out_h * row_len
-        out = np.empty((n, self.weights.words.shape[0], -(-length // 8) * 8), np.int32)
-        conv_kernel(xp.buffer, xp.plane_words, self.weights.words, plan.offsets,
-                    plan.tap_index, out_h, plan.base, plan.row_fix, plan.row_class, out)
-        return out[:, :cout, :length].reshape(n, cout, out_h, row_len)[..., :out_w]
+            out_h, out_w = self.output_hw(height, width)
+            if out_h < 1 or out_w < 1:
+                raise ValueError(f"{self.name}: input {height}x{width} is smaller than the "
+                                 f"kernel {self.weights.kernel_size} with padding "
+                                 f"{self.padding}")
+            plan = self._plans[height, width] = _plan(self.weights, self.layout(width),
+                                                      height, width, (out_h, out_w))
+        return plan
+
+    def _empty_output(self, batch: int, plan: _Plan) -> np.ndarray:
+        """[N, Cout_pad, plane] int32, whole 8-pixel vectors long."""
+        return np.empty((batch, self.weights.words.shape[0], -(-plan.length // 8) * 8),
+                        np.int32)
+
+    def _output_view(self, out: np.ndarray, plan: _Plan) -> np.ndarray:
+        """[N, Cout, Ho, Wo] view of the kernel output (rows ``Wq`` apart)."""
+        (out_h, out_w), row_len = plan.out_hw, plan.phase_shape[1]
+        n, cout = out.shape[0], self.out_channels
+        return out[:, :cout, : plan.length].reshape(n, cout, out_h, row_len)[..., :out_w]
 
 
 class PackedBinaryLinear:

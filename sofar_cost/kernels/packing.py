@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._conv_kernel import pack_kernel
+from ._conv_kernel import pack_kernel, pack_nhwc_kernel
 
-__all__ = ["PackedActivations", "PackedWeights", "n_words", "pack_activations", "pack_weights"]
+__all__ = ["PackedActivations", "PackedWeights", "n_words", "pack_activations", "pack_weights",
+           "packing_source"]
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -42,12 +43,17 @@ def to_numpy(x: ArrayLike) -> np.ndarray:
 class PackedActivations:
     """Sign bits of an NCHW batch in the kernel's layout, with a zero border of ``padding``.
 
-    Per image and 64-channel word, the bordered ``(H + 2p) x (W + 2p)`` plane is split into
-    ``stride x stride`` phase planes of ``Hq x Wq`` words (phase ``(a, b)`` holds bordered
+    Per image and 64-channel word, the bordered ``(H + 2p) x (W + p + right)`` plane is split
+    into ``stride x stride`` phase planes of ``Hq x Wq`` words (phase ``(a, b)`` holds bordered
     pixels ``(a + s*i, b + s*j)``), so a strided convolution reads consecutive words for
     consecutive output pixels. ``buffer`` is flat with ``Wq + 8`` words of slack at the end
     (the kernel reads whole 8-word vectors past the last pixel). Border words are 0, which
     the convolution corrects for exactly (zero padding contributes 0, not -1).
+
+    Rows have a left border of ``padding`` but usually no right one (``right = 0``): a tap
+    past a row's end reads the next row's left border, just as zero, so rows are shorter
+    and the kernel's row-length output planes waste fewer columns. A conv whose output is
+    wider than that (padding >= kernel size) asks for ``right`` columns more.
     """
 
     buffer: np.ndarray
@@ -57,11 +63,17 @@ class PackedActivations:
     width: int
     padding: int
     stride: int
+    right: int = 0
+
+    @property
+    def layout(self) -> tuple[int, int, int]:
+        """(padding, stride, right): what a conv needs to read these words directly."""
+        return self.padding, self.stride, self.right
 
     @property
     def phase_shape(self) -> tuple[int, int]:
         """(Hq, Wq): the size of one phase plane."""
-        return _phase_shape(self.height, self.width, self.padding, self.stride)
+        return _phase_shape(self.height, self.width, *self.layout)
 
     @property
     def plane_words(self) -> int:
@@ -87,13 +99,13 @@ class PackedActivations:
                 full[:, :, a::s, b::s] = self.words[:, :, a * s + b]
         return full[:, :, p : p + self.height, p : p + self.width]
 
-    def with_layout(self, padding: int, stride: int) -> PackedActivations:
-        """Same bits for a convolution of another padding/stride (a copy unless equal)."""
-        if (padding, stride) == (self.padding, self.stride):
+    def with_layout(self, padding: int, stride: int, right: int = 0) -> PackedActivations:
+        """Same bits for a convolution of another layout (a copy unless equal)."""
+        if (padding, stride, right) == self.layout:
             return self
         packed = _empty_packed(self.batch, self.channels, self.height, self.width, padding,
-                               stride)
-        bordered = np.pad(self.interior(), ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2))
+                               stride, right)
+        bordered = np.pad(self.interior(), ((0, 0), (0, 0), (padding,) * 2, (padding, right)))
         for a in range(stride):
             for b in range(stride):
                 phase = bordered[:, :, a::stride, b::stride]
@@ -101,30 +113,47 @@ class PackedActivations:
         return packed
 
 
-def _phase_shape(height: int, width: int, padding: int, stride: int) -> tuple[int, int]:
+def _phase_shape(height: int, width: int, padding: int, stride: int,
+                 right: int) -> tuple[int, int]:
     """(Hq, Wq): one phase plane of the zero-bordered image (see :class:`PackedActivations`)."""
-    return -(-(height + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
+    return -(-(height + 2 * padding) // stride), -(-(width + padding + right) // stride)
 
 
-def _empty_packed(n: int, c: int, h: int, w: int, padding: int,
-                  stride: int) -> PackedActivations:
+def _empty_packed(n: int, c: int, h: int, w: int, padding: int, stride: int,
+                  right: int) -> PackedActivations:
     """All-zero packed activations of the given geometry, slack included."""
-    hq, wq = _phase_shape(h, w, padding, stride)
+    hq, wq = _phase_shape(h, w, padding, stride, right)
     size = n * n_words(c) * stride**2 * hq * wq + wq + 8
-    return PackedActivations(np.zeros(size, np.uint64), n, c, h, w, padding, stride)
+    return PackedActivations(np.zeros(size, np.uint64), n, c, h, w, padding, stride, right)
 
 
-def pack_activations(x: ArrayLike, padding: int = 0, stride: int = 1) -> PackedActivations:
-    """Pack an NCHW float tensor's signs for a conv of this padding and stride (Numba)."""
-    arr = np.ascontiguousarray(to_numpy(x))
+def pack_activations(x: ArrayLike, padding: int = 0, stride: int = 1,
+                     right: int = 0) -> PackedActivations:
+    """Pack an [N, C, H, W] float tensor's signs for a conv of this layout (see
+    :class:`PackedActivations`; :meth:`PackedBinaryConv2d.layout` gives a layer's).
+
+    Channels-last memory (``torch.channels_last``, or a transposed NHWC array) is packed
+    as it lies, with no copy; anything else as contiguous NCHW.
+    """
+    arr = to_numpy(x)
     if arr.ndim != 4:
         raise ValueError(f"pack_activations expects NCHW input, got shape {arr.shape}")
-    if padding < 0 or stride < 1:
-        raise ValueError(f"pack_activations: padding={padding}, stride={stride} "
-                         "(valid: padding >= 0, stride >= 1)")
-    packed = _empty_packed(*arr.shape, padding, stride)
-    pack_kernel(arr, padding, stride, packed.words)
+    if padding < 0 or stride < 1 or right < 0:
+        raise ValueError(f"pack_activations: padding={padding}, stride={stride}, "
+                         f"right={right} (valid: padding >= 0, stride >= 1, right >= 0)")
+    packed = _empty_packed(*arr.shape, padding, stride, right)
+    source, channels_last = packing_source(arr)
+    (pack_nhwc_kernel if channels_last else pack_kernel)(source, padding, stride, packed.words)
     return packed
+
+
+def packing_source(arr: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(array, channels_last) for the packing kernels: channels-last memory as its C-contiguous
+    [N, H, W, C] view (no copy), anything else as contiguous [N, C, H, W]."""
+    nhwc = arr.transpose(0, 2, 3, 1)
+    if nhwc.flags.c_contiguous:
+        return nhwc, True
+    return np.ascontiguousarray(arr), False
 
 
 @dataclass(frozen=True)
@@ -132,8 +161,8 @@ class PackedWeights:
     """Conv weights packed for the kernel.
 
     words: [cout_pad, n_words, kh * kw]: one output channel's tap words are contiguous, so
-    a channel pair's words load once into registers. cout_pad is even (the kernel works on
-    channel pairs); a padding channel is all-zero and never returned.
+    four channels' words load once into registers. cout_pad is a multiple of 4 (the kernel
+    works on channel quads); a padding channel is all-zero and never returned.
     pad_terms: [kh * kw, cout_pad] int64, ``in_channels - 2 * popcount(tap word)`` = minus
     the tap's weight-sign sum: what an all-zero padding word would wrongly contribute.
     """
@@ -155,7 +184,7 @@ def pack_weights(weight: ArrayLike) -> PackedWeights:
     bits = np.zeros((cout, kh * kw, words * 64), np.uint8)
     bits[:, :, :cin] = (w >= 0).transpose(0, 2, 3, 1).reshape(cout, kh * kw, cin)
     packed = np.packbits(bits, axis=-1, bitorder="little").view("<u8")  # [cout, taps, words]
-    cout_pad = cout + cout % 2
+    cout_pad = -(-cout // 4) * 4
     out_words = np.zeros((cout_pad, words, kh * kw), np.uint64)
     out_words[:cout] = packed.transpose(0, 2, 1)
     pad_terms = np.zeros((kh * kw, cout_pad), np.int64)
