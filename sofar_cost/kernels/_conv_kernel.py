@@ -4,11 +4,12 @@ Kept separate from the Python-facing classes so the cached machine code only dep
 this file (Numba invalidates a function's cache when its source file changes).
 
 Layout (see :mod:`.packing`): one image's 64-channel word ``k`` is a zero-bordered plane
-split into ``stride x stride`` phase planes of ``Hq x Wq`` words, so that every tap of a
-strided convolution reads *consecutive* words for consecutive output pixels. An output
-plane is stored with the same row length ``Wq`` (the last ``Wq - Wo`` columns are scratch),
-which makes "output pixel q reads input word q + offset[tap]" hold over the whole plane:
-the convolution is one long vectorisable loop over q, with no per-row setup.
+(rows share one border) split into ``stride x stride`` phase planes of ``Hq x Wq`` words,
+so that every tap of a strided convolution reads *consecutive* words for consecutive output
+pixels. An output plane is stored with the same row length ``Wq`` (the last ``Wq - Wo``
+columns are scratch), which makes "output pixel q reads input word q + offset[tap]" hold
+over the whole plane: the convolution is a vectorisable loop over chunks of q, with no
+per-row setup.
 """
 
 from __future__ import annotations
