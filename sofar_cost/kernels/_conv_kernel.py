@@ -247,6 +247,27 @@ def conv_kernel(
 
 
 @njit(cache=True)
+def empty_planes(batch: int, words: int, stride: int, hq: int, wq: int):
+    """(buffer, planes): a zeroed flat buffer for packed activations and its
+    [N, words, s*s, Hq, Wq] view. The buffer has ``Wq + 8`` words of slack past the planes,
+    which :func:`conv_kernel` reads (whole 8-word vectors, taps past a row's end)."""
+    size = batch * words * stride * stride * hq * wq
+    buffer = np.zeros(size + wq + 8, np.uint64)
+    return buffer, buffer[:size].reshape((batch, words, stride * stride, hq, wq))
+
+
+@njit(cache=True)
+def pack_into(x: np.ndarray, channels_last: bool, pad: int, stride: int,
+              planes: np.ndarray) -> None:
+    """Pack ``x`` ([N, C, H, W], or C-contiguous [N, H, W, C] if ``channels_last``) into
+    zeroed ``planes`` with the matching packing kernel."""
+    if channels_last:
+        pack_nhwc_kernel(x, pad, stride, planes)
+    else:
+        pack_kernel(x, pad, stride, planes)
+
+
+@njit(cache=True)
 def pack_and_conv(
     x: np.ndarray,
     channels_last: bool,
@@ -270,16 +291,8 @@ def pack_and_conv(
 
     ``x`` is [N, C, H, W], or [N, H, W, C] if ``channels_last``, C-contiguous either way.
     """
-    if channels_last:
-        n_img, chans = x.shape[0], x.shape[3]
-    else:
-        n_img, chans = x.shape[0], x.shape[1]
-    words = (chans + 63) // 64
-    plane = stride * stride * hq * wq
-    buffer = np.zeros(n_img * words * plane + wq + 8, np.uint64)
-    planes = buffer[: n_img * words * plane].reshape((n_img, words, stride * stride, hq, wq))
-    if channels_last:
-        pack_nhwc_kernel(x, pad, stride, planes)
-    else:
-        pack_kernel(x, pad, stride, planes)
-    conv_kernel(buffer, plane, wt, offsets, tap_index, length, base, row_fix, row_class, out)
+    chans = x.shape[3] if channels_last else x.shape[1]
+    buffer, planes = empty_planes(x.shape[0], (chans + 63) // 64, stride, hq, wq)
+    pack_into(x, channels_last, pad, stride, planes)
+    conv_kernel(buffer, stride * stride * hq * wq, wt, offsets, tap_index, length, base,
+                row_fix, row_class, out)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._conv_kernel import pack_kernel, pack_nhwc_kernel
+from ._conv_kernel import empty_planes, pack_into
 
 __all__ = ["PackedActivations", "PackedWeights", "n_words", "pack_activations", "pack_weights",
            "packing_source"]
@@ -122,9 +122,8 @@ def _phase_shape(height: int, width: int, padding: int, stride: int,
 def _empty_packed(n: int, c: int, h: int, w: int, padding: int, stride: int,
                   right: int) -> PackedActivations:
     """All-zero packed activations of the given geometry, slack included."""
-    hq, wq = _phase_shape(h, w, padding, stride, right)
-    size = n * n_words(c) * stride**2 * hq * wq + wq + 8
-    return PackedActivations(np.zeros(size, np.uint64), n, c, h, w, padding, stride, right)
+    buffer, _ = empty_planes(n, n_words(c), stride, *_phase_shape(h, w, padding, stride, right))
+    return PackedActivations(buffer, n, c, h, w, padding, stride, right)
 
 
 def pack_activations(x: ArrayLike, padding: int = 0, stride: int = 1,
@@ -142,8 +141,7 @@ def pack_activations(x: ArrayLike, padding: int = 0, stride: int = 1,
         raise ValueError(f"pack_activations: padding={padding}, stride={stride}, "
                          f"right={right} (valid: padding >= 0, stride >= 1, right >= 0)")
     packed = _empty_packed(*arr.shape, padding, stride, right)
-    source, channels_last = packing_source(arr)
-    (pack_nhwc_kernel if channels_last else pack_kernel)(source, padding, stride, packed.words)
+    pack_into(*packing_source(arr), padding, stride, packed.words)
     return packed
 
 
