@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import llvmlite.binding as llvm
 import numpy as np
 import pytest
 import torch
@@ -42,6 +49,7 @@ CASES = [
     (1, 1, 8, 7, 1, 1, 1),
     (2, 31, 5, 1, 1, 1, 0),
     (1, 7, 6, 9, 7, 2, 3),
+    (2, 130, 6, 35, 3, 1, 1),  # 35 x 37 pixels: two chunks of 648, split inside a row
 ]
 
 
@@ -150,3 +158,31 @@ def test_variant_ceiling_and_benchmark_api() -> None:
     for key in ("name", "binary_macs", "ms_xnor", "ms_torch_fp32", "gmacs_per_s", "speedup"):
         assert key in result
     assert result["binary_macs"] == 8 * 8 * 36 * 9
+
+
+# Enough of Haswell's features for Numba to compile for it: AVX2 and scalar popcnt only.
+HASWELL = "+avx,+avx2,+popcnt,+sse4.2,+fma,+bmi,+bmi2,+cx16,+lzcnt,+movbe,+f16c"
+SCALAR_CHECK = """
+import numpy as np, torch
+from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant
+assert kernel_variant() == "scalar-popcnt", kernel_variant()
+for n, cin, cout, size, stride, pad in [(2, 70, 13, 9, 2, 1), (1, 20, 6, 40, 1, 1)]:
+    x, w = torch.randn(n, cin, size, size), torch.randn(cout, cin, 3, 3)
+    sx, sw = torch.where(x >= 0, 1.0, -1.0), torch.where(w >= 0, 1.0, -1.0)
+    ref = torch.nn.functional.conv2d(sx, sw, stride=stride, padding=pad).numpy()
+    np.testing.assert_array_equal(PackedBinaryConv2d.from_weight(w, stride, pad)(x), ref)
+"""
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64")
+                    or not set(HASWELL.replace("+", "").split(","))
+                    <= set(llvm.get_host_cpu_features().flatten().replace("+", "").split(",")),
+                    reason="needs an x86-64 CPU with AVX2")
+def test_scalar_popcount_variant_matches_torch(tmp_path: Path) -> None:
+    """The variant for CPUs without vector popcount, compiled for Haswell in a subprocess
+    (its own Numba cache), so that machines with AVX-512 test it too."""
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL,
+               NUMBA_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", SCALAR_CHECK], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -1,15 +1,17 @@
 """Numba kernels: activation packing and the popcount convolution.
 
 Kept separate from the Python-facing classes so the cached machine code only depends on
-this file (Numba invalidates a function's cache when its source file changes).
+this file (Numba invalidates a function's cache when its source file changes) and on the
+intrinsics it calls. Numba does not notice edits to those (:mod:`.quad_step`,
+:mod:`.popcount`, :mod:`.sign_bits`): after changing one, touch this file.
 
 Layout (see :mod:`.packing`): one image's 64-channel word ``k`` is a zero-bordered plane
 (rows share one border) split into ``stride x stride`` phase planes of ``Hq x Wq`` words,
 so that every tap of a strided convolution reads *consecutive* words for consecutive output
 pixels. An output plane is stored with the same row length ``Wq`` (the last ``Wq - Wo``
 columns are scratch), which makes "output pixel q reads input word q + offset[tap]" hold
-over the whole plane: the convolution is a vectorisable loop over chunks of q, with no
-per-row setup.
+over the whole plane: the convolution runs along chunks of q, 8 pixels x 4 channels per
+step, with no per-row setup.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .popcount import load_words, popcount
+from .quad_step import CHANNELS, LANES, quad_step
 from .sign_bits import sign_word
 
-CHUNK = 1024  # most output pixels per task: fewer weight reloads, input window stays in L1
-TASKS = 16  # conv tasks per call come in multiples of this (see _split)
+CHUNK = 1024  # most output pixels per task: the chunk's input window stays in L1
+TASKS = 16  # conv tasks per call come in multiples of this (see _groups)
 PACK_PIXELS = 512  # pixels per packing task
 
 
@@ -129,43 +131,32 @@ def pack_nhwc_kernel(x: np.ndarray, pad: int, stride: int, out: np.ndarray) -> N
                         dst[j0 + j] = _sign_bits(xf, at + j * stride * chans, 1, n_bits)
 
 
-@njit(inline="always")
-def _quad_counts(xf, base, offsets, w0, w1, w2, w3):
-    """Popcounts of one output pixel's taps against four channels' weight words."""
-    xs = load_words(xf, base, offsets)
-    s0 = 0
-    s1 = 0
-    s2 = 0
-    s3 = 0
-    for t in range(len(offsets)):
-        s0 += popcount(xs[t] ^ w0[t])
-        s1 += popcount(xs[t] ^ w1[t])
-        s2 += popcount(xs[t] ^ w2[t])
-        s3 += popcount(xs[t] ^ w3[t])
-    return s0, s1, s2, s3
+@njit(cache=True)
+def chunk_length(length: int) -> int:
+    """Output pixels per task: whole vectors, chunks of near-equal length, at most ``CHUNK``.
+    (With :func:`quad_step` the chunk length mattered little: on 64ch 56x56, one chunk of
+    3192 pixels and four of 800 ran within 1% of each other.)"""
+    chunks = (length + CHUNK - 1) // CHUNK
+    return ((length + chunks - 1) // chunks + LANES - 1) // LANES * LANES
 
 
 @njit(cache=True)
-def _split(batch: int, length: int, quads: int) -> tuple[int, int]:
-    """(chunk, groups) for :func:`conv_kernel`: chunks of at most ``CHUNK`` pixels, and the
-    channel quads split into groups until there are ``TASKS`` tasks or a multiple of them
-    (at least one quad per task), so that up to 16 threads get equal shares. (The thread
-    count itself is not read: that call keeps Numba from caching the kernel.)"""
-    chunks = (length + CHUNK - 1) // CHUNK
-    chunk = ((length + chunks - 1) // chunks + 7) // 8 * 8
+def _groups(tasks: int, quads: int) -> int:
+    """Channel-quad groups per chunk: split until there are ``TASKS`` tasks or a multiple of
+    them (at least one quad per task), so that up to 16 threads get equal shares. (The
+    thread count itself is not read: that call keeps Numba from caching the kernel.)"""
     groups = 1
-    while (batch * chunks * groups) % TASKS and batch * chunks * groups < 4 * TASKS:
+    while (tasks * groups) % TASKS and tasks * groups < 4 * TASKS:
         groups += 1
-    return chunk, min(groups, quads)
+    return min(groups, quads)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True)
 def conv_kernel(
     xf: np.ndarray,
     in_plane: int,
     wt: np.ndarray,
     offsets: tuple,
-    tap_index: tuple,
     length: int,
     base: np.ndarray,
     row_fix: np.ndarray,
@@ -175,71 +166,57 @@ def conv_kernel(
     """Binary conv2d by XOR + popcount, written into ``out`` [N, Cout_pad, plane] int32.
 
     xf: flat packed input (image n, word k starts at ``(n * words + k) * in_plane``);
-    wt: [Cout_pad, words, taps] weight words; offsets: word offset of each tap, a tuple so
-    that the tap loop unrolls (``tap_index`` is ``(0, .., taps - 1)``). Output pixel q of a
-    plane (``length`` pixels, row length ``Wq``) is ``base[c, q % Wq + ...] - 2 * sum
-    popcount``, with the vector loop running along q across 8 pixels for 4 channels at
-    once: each loaded input vector meets four channels' weights (2 channels measured 75%
-    of the popcount ceiling on the 56x56 layer, 4 channels 82-86%, 8 far less).
+    wt: [Cout_pad, words, taps] weight words; offsets: word offset of each tap (a tuple, so
+    the step unrolls over taps). Output pixel q of a plane (``length`` pixels, row length
+    ``Wq``) is ``base[c, q % Wq + ...] - 2 * sum popcount``, computed by :func:`quad_step`
+    for 8 pixels x 4 channels at a time: each loaded input vector meets four channels'
+    weights (2 channels measured 75% of the popcount ceiling on the 56x56 layer, 4 channels
+    82-86%, 8 far less).
 
-    Tasks are (image, chunk of pixels, group of channel quads), see :func:`_split`; within
-    a task the chunk's input window stays in L1 while every quad of the group runs over it.
+    Tasks are (image, chunk of pixels, group of channel quads), see :func:`chunk_length`
+    and :func:`_groups`; within a task the chunk's input window stays in L1 while every
+    quad of the group runs over it.
 
     base[c, j]: ``in_channels * taps`` minus what all-zero padding words in *columns*
     outside the image wrongly add, periodic in ``Wq`` (length at least ``chunk + Wq``);
     row_fix[c, r_cls]: the rest of the correction for rows touching the top/bottom
     padding, applied to rows with ``row_class >= 0``. Zero padding then contributes 0.
     """
-    n_img, cout_pad = out.shape[0], out.shape[1]
+    n_img, cout_pad, plane = out.shape
     words = wt.shape[1]
     taps = len(offsets)
     row_len = row_fix.shape[2]
     wf = wt.reshape(-1)
-    quads = cout_pad // 4
-    chunk, groups = _split(n_img, length, quads)
+    outf = out.reshape(-1)
+    basef = base.reshape(-1)
+    quads = cout_pad // CHANNELS
+    chunk = chunk_length(length)
     n_chunks = (length + chunk - 1) // chunk
+    groups = _groups(n_img * n_chunks, quads)
     for task in prange(n_img * n_chunks * groups):
         n = task // (n_chunks * groups)
         q0 = (task // groups) % n_chunks * chunk
         group = task % groups
-        nq = (min(chunk, length - q0) + 7) // 8 * 8  # whole vectors; planes have slack
-        ph = q0 % row_len
+        nq = min(chunk, length - q0)  # stepped in whole vectors: planes have slack
         for quad in range(group * quads // groups, (group + 1) * quads // groups):
-            c0 = 4 * quad
-            acc0 = out[n, c0, q0 : q0 + nq]
-            acc1 = out[n, c0 + 1, q0 : q0 + nq]
-            acc2 = out[n, c0 + 2, q0 : q0 + nq]
-            acc3 = out[n, c0 + 3, q0 : q0 + nq]
+            c0 = CHANNELS * quad
+            dst = (n * cout_pad + c0) * plane + q0
             for k in range(words):
-                w0 = load_words(wf, (c0 * words + k) * taps, tap_index)
-                w1 = load_words(wf, ((c0 + 1) * words + k) * taps, tap_index)
-                w2 = load_words(wf, ((c0 + 2) * words + k) * taps, tap_index)
-                w3 = load_words(wf, ((c0 + 3) * words + k) * taps, tap_index)
-                start = (n * words + k) * in_plane + q0
-                if k == 0:
-                    init0 = base[c0, ph : ph + nq]
-                    init1 = base[c0 + 1, ph : ph + nq]
-                    init2 = base[c0 + 2, ph : ph + nq]
-                    init3 = base[c0 + 3, ph : ph + nq]
-                    for q in range(nq):
-                        s0, s1, s2, s3 = _quad_counts(xf, start + q, offsets, w0, w1, w2, w3)
-                        acc0[q] = init0[q] - 2 * s0
-                        acc1[q] = init1[q] - 2 * s1
-                        acc2[q] = init2[q] - 2 * s2
-                        acc3[q] = init3[q] - 2 * s3
+                x_at = (n * words + k) * in_plane + q0
+                w_at = (c0 * words + k) * taps
+                if k == 0:  # start from the padding-corrected base values
+                    src, src_at, src_row = basef, c0 * base.shape[1] + q0 % row_len, base.shape[1]
                 else:
-                    for q in range(nq):
-                        s0, s1, s2, s3 = _quad_counts(xf, start + q, offsets, w0, w1, w2, w3)
-                        acc0[q] -= 2 * s0
-                        acc1[q] -= 2 * s1
-                        acc2[q] -= 2 * s2
-                        acc3[q] -= 2 * s3
+                    src, src_at, src_row = outf, dst, plane
+                for q in range(0, nq, LANES):
+                    quad_step(xf, x_at + q, offsets, wf, w_at, words * taps,
+                              src, src_at + q, src_row, outf, dst + q, plane)
             for r in range(q0 // row_len, min((q0 + nq - 1) // row_len + 1, len(row_class))):
                 cls = row_class[r]
                 if cls >= 0:  # the part of row r inside this chunk
                     lo = max(r * row_len, q0)
                     hi = min((r + 1) * row_len, q0 + nq)
-                    for c in range(c0, c0 + 4):
+                    for c in range(c0, c0 + CHANNELS):
                         fix = row_fix[c, cls, lo - r * row_len : hi - r * row_len]
                         row = out[n, c, lo:hi]
                         for i in range(hi - lo):
@@ -277,7 +254,6 @@ def pack_and_conv(
     wq: int,
     wt: np.ndarray,
     offsets: tuple,
-    tap_index: tuple,
     length: int,
     base: np.ndarray,
     row_fix: np.ndarray,
@@ -294,5 +270,5 @@ def pack_and_conv(
     chans = x.shape[3] if channels_last else x.shape[1]
     buffer, planes = empty_planes(x.shape[0], (chans + 63) // 64, stride, hq, wq)
     pack_into(x, channels_last, pad, stride, planes)
-    conv_kernel(buffer, stride * stride * hq * wq, wt, offsets, tap_index, length, base,
+    conv_kernel(buffer, stride * stride * hq * wq, wt, offsets, length, base,
                 row_fix, row_class, out)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._conv_kernel import CHUNK, conv_kernel, pack_and_conv
+from ._conv_kernel import chunk_length, conv_kernel, pack_and_conv
 from .packing import (
     ArrayLike,
     PackedActivations,
@@ -47,7 +47,6 @@ class _Plan:
     phase_shape: tuple[int, int]  # (Hq, Wq); Wq is also the output row length
     out_hw: tuple[int, int]
     offsets: tuple[int, ...]
-    tap_index: tuple[int, ...]  # (0, .., taps - 1): lets the kernel unroll over taps
     base: np.ndarray  # [cout_pad, longest chunk + Wq] int32
     row_fix: np.ndarray  # [cout_pad, classes, Wq] int32
     row_class: np.ndarray  # [Ho] int64, -1 where no tap reaches the top/bottom padding
@@ -59,7 +58,7 @@ class _Plan:
 
     def kernel_args(self, weights: PackedWeights) -> tuple:
         """The arguments :func:`conv_kernel` takes after the packed input."""
-        return (weights.words, self.offsets, self.tap_index, self.length, self.base,
+        return (weights.words, self.offsets, self.length, self.base,
                 self.row_fix, self.row_class)
 
 
@@ -82,7 +81,7 @@ def _plan(weights: PackedWeights, layout: tuple[int, int, int], height: int, wid
     terms = weights.pad_terms.reshape(kh, kw, -1)  # [kh, kw, cout_pad]
     col_part = np.einsum("xk,yko->ox", col_bad.astype(np.int64), terms)
     total = weights.in_channels * kh * kw
-    longest = min(CHUNK, -(-out_h * wq // 8) * 8)  # the longest chunk conv_kernel runs
+    longest = chunk_length(out_h * wq)  # as conv_kernel splits the plane
     base = (total - col_part[:, np.arange(longest + wq) % wq]).astype(np.int32)
     patterns, row_class = np.unique(row_bad, axis=0, return_inverse=True)
     row_class = row_class.reshape(-1).astype(np.int64)
@@ -93,7 +92,7 @@ def _plan(weights: PackedWeights, layout: tuple[int, int, int], height: int, wid
     renumber[border] = np.arange(len(border))
     if not border:  # the kernel indexes row_fix[c, cls] only for cls >= 0; keep it 3-D
         row_fix = np.zeros((terms.shape[2], 1, wq), np.int32)
-    return _Plan(layout, (hq, wq), out_hw, offsets, tuple(range(len(offsets))),
+    return _Plan(layout, (hq, wq), out_hw, offsets,
                  np.ascontiguousarray(base), np.ascontiguousarray(row_fix),
                  renumber[row_class])
 

@@ -3,12 +3,14 @@
 ``np.bitwise_count`` is not available in nopython mode, so :func:`popcount` is an
 intrinsic. Its code depends on the CPU Numba compiles for:
 
-* ``avx512-vpopcntdq``: emit ``llvm.ctpop.i64`` and let LLVM vectorise the loop over output
-  pixels into ``vpopcntq`` on 512-bit registers (8 words per instruction).
-* ``scalar-popcnt`` (x86 without VPOPCNTDQ): emit the ``popcnt`` instruction as inline
-  assembly. LLVM cannot vectorise through inline assembly, which is what we want there:
-  its AVX2 ``vpshufb`` popcount emulation measured ~20% slower than scalar ``popcnt``.
-* ``generic``: other architectures get plain ``llvm.ctpop.i64``.
+* ``avx512-vpopcntdq``: ``llvm.ctpop`` on 8-word vectors (the convolution step,
+  :mod:`.quad_step`) or on single words for LLVM to vectorise, giving ``vpopcntq`` on
+  512-bit registers (8 words per instruction).
+* ``scalar-popcnt`` (x86 without VPOPCNTDQ): single words only, with the ``popcnt``
+  instruction as inline assembly. LLVM cannot vectorise through inline assembly, which is
+  what we want there: its AVX2 ``vpshufb`` popcount emulation measured ~20% slower than
+  scalar ``popcnt``.
+* ``generic``: other architectures get plain ``llvm.ctpop``.
 
 The decision reads the same CPU features Numba keys its on-disk cache with, so cached
 kernels never mix variants.
@@ -23,9 +25,16 @@ import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import config, njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["cpu_features", "kernel_variant", "load_words", "measure_popcount_ceiling", "popcount"]
+__all__ = [
+    "cpu_features",
+    "emit_popcount",
+    "kernel_variant",
+    "measure_popcount_ceiling",
+    "popcount",
+]
 
 
 def cpu_features() -> set[str]:
@@ -50,6 +59,19 @@ if _VARIANT == "scalar-popcnt":
     llvm.initialize_native_asmparser()  # needed to assemble the inline ``popcntq``
 
 
+def emit_popcount(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """IR for the set-bit count of an ``i64`` or of each lane of an ``i64`` vector, in this
+    CPU's variant (inline ``popcntq`` only for scalars: vectors are for vector popcount)."""
+    fnty = ir.FunctionType(value.type, [value.type])
+    if isinstance(value.type, ir.VectorType):
+        name = f"llvm.ctpop.v{value.type.count}i64"
+    elif _VARIANT == "scalar-popcnt":
+        return builder.asm(fnty, "popcntq $1, $0", "=r,r", [value], side_effect=False)
+    else:
+        name = "llvm.ctpop.i64"
+    return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), [value])
+
+
 @intrinsic
 def popcount(typingctx, x):
     """Number of set bits of a ``uint64``, as ``int64`` (see module docstring)."""
@@ -57,43 +79,9 @@ def popcount(typingctx, x):
         return None
 
     def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        if _VARIANT == "scalar-popcnt":
-            fnty = ir.FunctionType(i64, [i64])
-            return builder.asm(fnty, "popcntq $1, $0", "=r,r", args, side_effect=False)
-        fn = builder.module.declare_intrinsic("llvm.ctpop", [i64])
-        return builder.call(fn, args)
+        return emit_popcount(builder, args[0])
 
     return types.int64(types.uint64), codegen
-
-
-@intrinsic
-def load_words(typingctx, words, base, offsets):
-    """``(words[base + offsets[0]], words[base + offsets[1]], ...)`` as a register tuple.
-
-    Plain array indexing inside a vectorised loop leaves LLVM to prove at run time that
-    stores in the loop do not overwrite the loaded words (one check per tap and pixel,
-    which cost more than the arithmetic). Loading the taps up front into SSA values
-    removes those checks. ``words`` must be a 1-D array; no bounds checks.
-    """
-    if not (isinstance(words, types.Array) and words.ndim == 1):
-        return None
-    if not isinstance(offsets, types.UniTuple) or not isinstance(base, types.Integer):
-        return None
-    ret = types.UniTuple(words.dtype, offsets.count)
-
-    def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        base_val = context.cast(builder, args[1], signature.args[1], types.intp)
-        vals = []
-        for t in range(offsets.count):
-            off = context.cast(
-                builder, builder.extract_value(args[2], t), offsets.dtype, types.intp
-            )
-            vals.append(builder.load(builder.gep(arr.data, [builder.add(base_val, off)])))
-        return context.make_tuple(builder, ret, vals)
-
-    return ret(words, base, offsets), codegen
 
 
 @njit(cache=True, fastmath=True)
