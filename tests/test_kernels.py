@@ -22,7 +22,7 @@ from sofar_cost.kernels import (
     pack_activations,
     pack_weights,
 )
-from sofar_cost.kernels.bench import ConvShape, benchmark_conv
+from sofar_cost.kernels.bench import ConvShape, benchmark_conv, best_of_rounds
 
 
 def sign(t: torch.Tensor) -> torch.Tensor:
@@ -158,6 +158,18 @@ def test_variant_ceiling_and_benchmark_api() -> None:
     for key in ("name", "binary_macs", "ms_xnor", "ms_torch_fp32", "gmacs_per_s", "speedup"):
         assert key in result
     assert result["binary_macs"] == 8 * 8 * 36 * 9
+
+
+def test_best_of_rounds_keeps_each_sides_best_and_recomputes_rates() -> None:
+    row = {"name": "l", "threads": 2, "binary_macs": 10**6}
+    slow_xnor = {**row, "ms_xnor_nchw": 4.0, "ms_xnor_channels_last": 3.0,
+                 "ms_torch_nchw": 20.0, "ms_torch_channels_last": 30.0}
+    slow_torch = {**row, "ms_xnor_nchw": 2.0, "ms_xnor_channels_last": 5.0,
+                  "ms_torch_nchw": 40.0, "ms_torch_channels_last": 25.0}
+    best = best_of_rounds([slow_xnor, slow_torch])
+    assert (best["ms_xnor"], best["ms_torch_fp32"]) == (2.0, 20.0)
+    assert best["speedup"] == 10.0 and best["gmacs_per_s"] == 10**6 / 2.0 / 1e6
+    assert best["rounds"] == 2
 
 
 # Enough of Haswell's features for Numba to compile for it: AVX2 and scalar popcnt only.

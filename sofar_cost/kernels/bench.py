@@ -25,6 +25,7 @@ __all__ = [
     "ConvShape",
     "benchmark_conv",
     "benchmark_layers",
+    "best_of_rounds",
     "median_ms",
     "thread_count",
 ]
@@ -130,22 +131,43 @@ def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict
         ms_xnor_cl = median_ms(lambda: layer(x_cl), repeat)
         ms_nchw = median_ms(lambda: conv(x, w), repeat)
         ms_cl = median_ms(lambda: conv(x_cl, w_cl), repeat)
-    ms_xnor = min(ms_xnor_nchw, ms_xnor_cl)
-    ms_torch = min(ms_nchw, ms_cl)
-    return {
+    return _with_rates({
         **asdict(shape),
         "threads": threads,
         "binary_macs": shape.binary_macs,
-        "ms_xnor": ms_xnor,
         "ms_xnor_nchw": ms_xnor_nchw,
         "ms_xnor_channels_last": ms_xnor_cl,
-        "ms_torch_fp32": ms_torch,
         "ms_torch_nchw": ms_nchw,
         "ms_torch_channels_last": ms_cl,
-        "gmacs_per_s": shape.binary_macs / ms_xnor / 1e6,
-        "torch_gflops": 2 * shape.binary_macs / ms_torch / 1e6,
+    })
+
+
+def _with_rates(row: dict) -> dict:
+    """Add the better layout's times and the rates derived from them to a timing row."""
+    ms_xnor = min(row["ms_xnor_nchw"], row["ms_xnor_channels_last"])
+    ms_torch = min(row["ms_torch_nchw"], row["ms_torch_channels_last"])
+    return {
+        **row,
+        "ms_xnor": ms_xnor,
+        "ms_torch_fp32": ms_torch,
+        "gmacs_per_s": row["binary_macs"] / ms_xnor / 1e6,
+        "torch_gflops": 2 * row["binary_macs"] / ms_torch / 1e6,
         "speedup": ms_torch / ms_xnor,
     }
+
+
+def best_of_rounds(rounds: Sequence[dict]) -> dict:
+    """One row from repeated :func:`benchmark_conv` rows of the same layer and thread count:
+    each side's lowest median, so that a round disturbed by other load on the machine
+    (seen on a 2-core VM: whole rounds in which two threads ran no faster than one) counts
+    for neither side."""
+    times = ("ms_xnor_nchw", "ms_xnor_channels_last", "ms_torch_nchw", "ms_torch_channels_last")
+    rounds = [_with_rates(r) for r in rounds]
+    best = {**rounds[0], **{key: min(r[key] for r in rounds) for key in times}}
+    best["rounds"] = len(rounds)
+    best["ms_xnor_each_round"] = [r["ms_xnor"] for r in rounds]
+    best["ms_torch_fp32_each_round"] = [r["ms_torch_fp32"] for r in rounds]
+    return _with_rates(best)
 
 
 def benchmark_layers(shapes: Sequence[ConvShape], threads: int = 1, repeat: int = 20,
