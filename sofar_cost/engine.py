@@ -100,8 +100,7 @@ class PackedConv(nn.Module):
         return cls(kernel, scale.to(dtype), shift.to(dtype))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        k = self.kernel
-        acc = k(x)
+        acc = self.kernel(x)
         out = torch.empty(acc.shape, dtype=self.scale.dtype)
         res = None if residual is None else residual.detach().to(out.dtype).contiguous().numpy()
         _affine_kernel(acc, self.scale.numpy(), self.shift.numpy(), res, out.numpy())

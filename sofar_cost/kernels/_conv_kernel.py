@@ -226,10 +226,10 @@ def conv_kernel(
 @njit(cache=True)
 def empty_planes(batch: int, words: int, stride: int, hq: int, wq: int):
     """(buffer, planes): a zeroed flat buffer for packed activations and its
-    [N, words, s*s, Hq, Wq] view. The buffer has ``Wq + 8`` words of slack past the planes,
-    which :func:`conv_kernel` reads (whole 8-word vectors, taps past a row's end)."""
+    [N, words, s*s, Hq, Wq] view. The buffer has ``Wq + LANES`` words of slack past the
+    planes, which :func:`conv_kernel` reads (whole vectors, taps past a row's end)."""
     size = batch * words * stride * stride * hq * wq
-    buffer = np.zeros(size + wq + 8, np.uint64)
+    buffer = np.zeros(size + wq + LANES, np.uint64)
     return buffer, buffer[:size].reshape((batch, words, stride * stride, hq, wq))
 
 
@@ -252,23 +252,17 @@ def pack_and_conv(
     stride: int,
     hq: int,
     wq: int,
-    wt: np.ndarray,
-    offsets: tuple,
-    length: int,
-    base: np.ndarray,
-    row_fix: np.ndarray,
-    row_class: np.ndarray,
-    out: np.ndarray,
+    *conv_args,
 ) -> None:
     """A whole layer call in one entry point: pack ``x`` into phase planes of ``hq x wq``
     words, then :func:`conv_kernel`. Packing in its own call from Python, with the packed
     buffer set up between the calls, added about 7 us per layer (13 against 6 on a tiny
     layer): several percent of a 56x56 layer.
 
-    ``x`` is [N, C, H, W], or [N, H, W, C] if ``channels_last``, C-contiguous either way.
+    ``x`` is [N, C, H, W], or [N, H, W, C] if ``channels_last``, C-contiguous either way;
+    ``conv_args`` are :func:`conv_kernel`'s arguments after the packed input.
     """
     chans = x.shape[3] if channels_last else x.shape[1]
     buffer, planes = empty_planes(x.shape[0], (chans + 63) // 64, stride, hq, wq)
     pack_into(x, channels_last, pad, stride, planes)
-    conv_kernel(buffer, stride * stride * hq * wq, wt, offsets, length, base,
-                row_fix, row_class, out)
+    conv_kernel(buffer, stride * stride * hq * wq, *conv_args)

@@ -22,6 +22,7 @@ from .packing import (
     packing_source,
     to_numpy,
 )
+from .quad_step import LANES
 
 __all__ = ["PackedBinaryConv2d", "PackedBinaryLinear", "binary_conv2d", "binary_linear"]
 
@@ -56,10 +57,10 @@ class _Plan:
         """Output pixels per plane the kernel computes (rows of ``Wq``, scratch included)."""
         return self.out_hw[0] * self.phase_shape[1]
 
-    def kernel_args(self, weights: PackedWeights) -> tuple:
+    def kernel_args(self, weights: PackedWeights, out: np.ndarray) -> tuple:
         """The arguments :func:`conv_kernel` takes after the packed input."""
         return (weights.words, self.offsets, self.length, self.base,
-                self.row_fix, self.row_class)
+                self.row_fix, self.row_class, out)
 
 
 def _plan(weights: PackedWeights, layout: tuple[int, int, int], height: int, width: int,
@@ -170,7 +171,7 @@ class PackedBinaryConv2d:
         out = self._empty_output(arr.shape[0], plan)
         source, channels_last = packing_source(arr)
         pack_and_conv(source, channels_last, *plan.layout[:2], *plan.phase_shape,
-                      *plan.kernel_args(self.weights), out)
+                      *plan.kernel_args(self.weights, out))
         return self._output_view(out, plan)
 
     def forward_packed(self, xp: PackedActivations) -> np.ndarray:
@@ -181,7 +182,7 @@ class PackedBinaryConv2d:
         plan = self._plan_for(xp.height, xp.width)
         xp = xp.with_layout(*plan.layout)
         out = self._empty_output(xp.batch, plan)
-        conv_kernel(xp.buffer, xp.plane_words, *plan.kernel_args(self.weights), out)
+        conv_kernel(xp.buffer, xp.plane_words, *plan.kernel_args(self.weights, out))
         return self._output_view(out, plan)
 
     def _plan_for(self, height: int, width: int) -> _Plan:
@@ -198,8 +199,8 @@ class PackedBinaryConv2d:
         return plan
 
     def _empty_output(self, batch: int, plan: _Plan) -> np.ndarray:
-        """[N, Cout_pad, plane] int32, whole 8-pixel vectors long."""
-        return np.empty((batch, self.weights.words.shape[0], -(-plan.length // 8) * 8),
+        """[N, Cout_pad, plane] int32, whole vectors (``LANES`` pixels) long."""
+        return np.empty((batch, self.weights.words.shape[0], -(-plan.length // LANES) * LANES),
                         np.int32)
 
     def _output_view(self, out: np.ndarray, plan: _Plan) -> np.ndarray:

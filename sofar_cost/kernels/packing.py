@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ._conv_kernel import empty_planes, pack_into
+from .quad_step import CHANNELS
 
 __all__ = ["PackedActivations", "PackedWeights", "n_words", "pack_activations", "pack_weights",
            "packing_source"]
@@ -46,8 +47,8 @@ class PackedActivations:
     Per image and 64-channel word, the bordered ``(H + 2p) x (W + p + right)`` plane is split
     into ``stride x stride`` phase planes of ``Hq x Wq`` words (phase ``(a, b)`` holds bordered
     pixels ``(a + s*i, b + s*j)``), so a strided convolution reads consecutive words for
-    consecutive output pixels. ``buffer`` is flat with ``Wq + 8`` words of slack at the end
-    (the kernel reads whole 8-word vectors past the last pixel). Border words are 0, which
+    consecutive output pixels. ``buffer`` is flat with ``Wq + LANES`` words of slack at the
+    end (the kernel reads whole vectors past the last pixel). Border words are 0, which
     the convolution corrects for exactly (zero padding contributes 0, not -1).
 
     Rows have a left border of ``padding`` but usually no right one (``right = 0``): a tap
@@ -182,7 +183,7 @@ def pack_weights(weight: ArrayLike) -> PackedWeights:
     bits = np.zeros((cout, kh * kw, words * 64), np.uint8)
     bits[:, :, :cin] = (w >= 0).transpose(0, 2, 3, 1).reshape(cout, kh * kw, cin)
     packed = np.packbits(bits, axis=-1, bitorder="little").view("<u8")  # [cout, taps, words]
-    cout_pad = -(-cout // 4) * 4
+    cout_pad = -(-cout // CHANNELS) * CHANNELS
     out_words = np.zeros((cout_pad, words, kh * kw), np.uint64)
     out_words[:cout] = packed.transpose(0, 2, 1)
     pad_terms = np.zeros((kh * kw, cout_pad), np.int64)

@@ -29,6 +29,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = [
+    "VARIANT",
     "cpu_features",
     "emit_popcount",
     "kernel_variant",
@@ -54,8 +55,8 @@ def kernel_variant() -> str:
     return "generic"
 
 
-_VARIANT = kernel_variant()
-if _VARIANT == "scalar-popcnt":
+VARIANT = kernel_variant()  # fixed at import, like the CPU features Numba compiles for
+if VARIANT == "scalar-popcnt":
     llvm.initialize_native_asmparser()  # needed to assemble the inline ``popcntq``
 
 
@@ -65,7 +66,7 @@ def emit_popcount(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
     fnty = ir.FunctionType(value.type, [value.type])
     if isinstance(value.type, ir.VectorType):
         name = f"llvm.ctpop.v{value.type.count}i64"
-    elif _VARIANT == "scalar-popcnt":
+    elif VARIANT == "scalar-popcnt":
         return builder.asm(fnty, "popcntq $1, $0", "=r,r", [value], side_effect=False)
     else:
         name = "llvm.ctpop.i64"

@@ -19,14 +19,14 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .popcount import emit_popcount, kernel_variant
+from .popcount import VARIANT, emit_popcount
 
 __all__ = ["LANES", "quad_step"]
 
 LANES = 8  # output pixels per step (one 512-bit vector of words)
 CHANNELS = 4  # output channels per step: each loaded input vector meets 4 weights
 
-_VECTOR = kernel_variant() != "scalar-popcnt"
+_VECTOR = VARIANT != "scalar-popcnt"
 _I64 = ir.IntType(64)
 
 
