@@ -19,7 +19,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from sofar_cost.engine import benchmark_end_to_end
+from sofar_cost.formatting import markdown_table
 from sofar_cost.models import list_models
+from sofar_cost.results import EndToEnd
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 
@@ -44,14 +46,7 @@ def markdown(rows: list[dict], r: float) -> str:
         "of NCHW and channels-last). Sim: the PyTorch simulated-binary model. Speed-up: torch "
         "fp32 / packed.",
         "",
-        "| model | Flops | ms packed | ms torch fp32 | ms sim | speed-up | ms per GFlop |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {r_['model']} | {r_['flops']:.3e} | {r_['ms_packed']:.2f} | "
-        f"{r_['ms_torch_fp32']:.2f} | {r_['ms_torch_binary_sim']:.1f} | "
-        f"{r_['speedup_vs_fp32']:.2f}x | {r_['ms_per_gflop']:.1f} |"
-        for r_ in rows
+        markdown_table(rows, EndToEnd.COLUMNS),
     ]
     lines += ["", f"Pearson correlation of packed latency with Flops: r = {r:.3f}", ""]
     return "\n".join(lines)

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from sofar_cost.formatting import markdown_table
-from sofar_cost.paper_tables import PAPER_TABLE_COLUMNS, PAPER_TABLES, paper_table_rows
+from sofar_cost.paper_tables import PAPER_TABLES, paper_table_rows
 from sofar_cost.plots import DATASET_NAMES, plot_accuracy
+from sofar_cost.results import PAPER_TABLE_COLUMNS
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 FIGURES = [

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,70 +29,16 @@ from sofar_cost.costs import model_cost
 from sofar_cost.errors import SofarError
 from sofar_cost.models.layers import DATASETS
 from sofar_cost.models.registry import resolve
+from sofar_cost.results import Check, CheckReport, ModelResult
+from sofar_cost.solver import METRICS as ON_VALUES
 
 MODEL_KEYS = {"name", "family", "columns", "depth", "width", "dataset", "budget"}
 BUDGET_KEYS = {"within", "on", "tolerance", "max_params_mbit", "max_flops"}
 FAMILIES = ("rf", "f", "drf", "df")
-ON_VALUES = {"params": ("params",), "flops": ("flops",), "both": ("params", "flops")}
 
 
 class ConfigError(SofarError):
     """A malformed config: exit code 2."""
-
-
-@dataclass
-class Check:
-    metric: str
-    value: float
-    limit: float
-    source: str  # "absolute" or the baseline's name
-
-    @property
-    def passed(self) -> bool:
-        return self.value <= self.limit
-
-    @property
-    def excess(self) -> float:
-        return max(0.0, self.value - self.limit)
-
-
-@dataclass
-class ModelResult:
-    file: str
-    label: str
-    model: str
-    dataset: str
-    width: int
-    params_mbit: float
-    flops: float
-    checks: list[Check] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "name": self.label,
-            "model": self.model,
-            "dataset": self.dataset,
-            "width": self.width,
-            "params_mbit": self.params_mbit,
-            "flops": self.flops,
-            "passed": self.passed,
-            "checks": [
-                {
-                    "metric": c.metric,
-                    "value": c.value,
-                    "limit": c.limit,
-                    "source": c.source,
-                    "passed": c.passed,
-                    "excess": c.excess,
-                }
-                for c in self.checks
-            ],
-        }
 
 
 def config_files(paths: list[Path]) -> list[Path]:
@@ -232,3 +177,17 @@ def evaluate(path: Path, entry: dict[str, Any]) -> ModelResult:
                 Check(metric, values[metric], base_values[metric] * scale, baseline.model)
             )
     return result
+
+
+def check_configs(paths: list[Path]) -> CheckReport:
+    """``sofar-cost check``: load, validate and cost every config; a malformed file is
+    reported in ``errors`` without hiding the others. A missing path raises ConfigError."""
+    report = CheckReport()
+    for path in config_files(paths):
+        try:
+            entries = load_config(path)
+        except SofarError as error:
+            report.errors.append(str(error))
+            continue
+        report.results += [evaluate(path, entry) for entry in entries]
+    return report

@@ -6,15 +6,17 @@ second to build; Params need no forward pass at all, Flops need one traced pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import torch
 from torch import nn
 
 from sofar_cost.counting import CountOptions
+from sofar_cost.errors import SofarError
 from sofar_cost.models.layers import DATASETS
-from sofar_cost.models.registry import check_dataset, check_width, resolve
+from sofar_cost.models.registry import check_dataset, check_width, model_width, resolve
+from sofar_cost.results import Comparison
 from sofar_cost.tracer import CostReport, parameter_counts, trace
 
 Builder = Callable[[int], nn.Module]
@@ -57,8 +59,7 @@ class WidthCosts:
             return self.build(check_width(width))
 
     def _params_mbit(self, width: int) -> float:
-        fp, binary = parameter_counts(self._meta_model(width), self.options)
-        return (fp * self.options.fp_bits + binary * self.options.binary_bits) / 1e6
+        return self.options.params_mbit(*parameter_counts(self._meta_model(width), self.options))
 
     def _report(self, width: int) -> CostReport:
         model = self._meta_model(width)
@@ -77,9 +78,48 @@ def model_cost(
     width: int | None = None,
     options: CountOptions | None = None,
 ) -> CostReport:
-    """The cost report of a preset at the paper's width (or ``width``); cached, so treat it
-    as read-only."""
+    """The cost report of a named model: the one place a model argument becomes costs.
+
+    Built on the meta device (no weights allocated) and traced once; cached, so treat the
+    report as read-only.
+
+    Args:
+        name: a preset, alias or fractal name (see :func:`sofar_cost.create_model`).
+        dataset: ``imagenet`` or ``cifar100``.
+        width: base width / growth rate in 1..4096; the paper's width for the dataset if None.
+        options: what counts (:class:`~sofar_cost.count_options.CountOptions`); the papers'
+            convention if None.
+
+    Returns:
+        A :class:`~sofar_cost.tracer.CostReport`: ``params_mbit``, ``flops``, per-layer rows.
+
+    Raises:
+        SofarError: unknown model or dataset, a bad width, or no default width.
+
+    Example:
+        >>> from sofar_cost import model_cost
+        >>> report = model_cost("bireal18", "imagenet")
+        >>> round(report.params_mbit, 2), f"{report.flops:.2e}"
+        (33.18, '1.64e+08')
+    """
     spec = resolve(name)
     check_dataset(dataset)
-    width = check_width(spec.default_width(dataset) if width is None else width)
+    width = model_width(spec, dataset, width)
     return WidthCosts.for_model(spec.name, dataset, options).report(width)
+
+
+def compare(
+    models: Sequence[str],
+    dataset: str = "imagenet",
+    width: int | None = None,
+    options: CountOptions | None = None,
+    per_layer: bool = False,
+) -> Comparison:
+    """``sofar-cost compare``: the models' costs, each beside the last-named (the baseline)."""
+    if not models:
+        raise SofarError("name at least one model; the last one is the baseline")
+    check_dataset(dataset)
+    if width is not None:
+        check_width(width)
+    reports = [model_cost(name, dataset, width, options) for name in models]
+    return Comparison(reports, dataset, per_layer)

@@ -2,46 +2,23 @@
 
 Each rule maps one op call to a number of multiplications (MACs for conv/matmul, one per
 output element for element-wise work). Which *category* an op belongs to decides whether it
-is counted at all: ``CountOptions`` switches the optional categories on.
+is counted at all: ``CountOptions`` (:mod:`.count_options`) switches the optional categories
+on.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from sofar_cost.count_options import CountOptions as CountOptions  # its home
+
 aten = torch.ops.aten
 
 Rule = Callable[[Sequence[Any], Any], int]
-
-
-@dataclass(frozen=True)
-class CountOptions:
-    """What counts. The defaults are the convention that reproduces the SoFAR tables.
-
-    - Flops = full-precision multiplications + binary multiplications / ``binary_divisor``.
-    - Only convolutions and matrix products count by default. BatchNorm (one multiply per
-      element once folded), pooling, and element-wise work (residual additions, the join's
-      mean, activations) are optional categories.
-    - Params: conv/linear weights always count; biases and BatchNorm affine parameters are
-      optional. Buffers (BatchNorm running statistics) never count.
-    """
-
-    batchnorm: bool = False
-    pooling: bool = False
-    elementwise: bool = False
-    bias_params: bool = False
-    batchnorm_params: bool = False
-    binary_divisor: int = 64
-    fp_bits: int = 32
-    binary_bits: int = 1
-
-    def counts(self, category: str) -> bool:
-        return category == "matmul" or getattr(self, category, False)
 
 
 def _numel(shape: Sequence[int]) -> int:

@@ -172,8 +172,27 @@ def _replace(parent: nn.Module, prefix: str) -> None:
 def pack_model(model: nn.Module) -> nn.Module:
     """An eval-mode inference copy of ``model`` whose binary convs run on the packed kernels.
 
-    The original is untouched. Raises :class:`SofarError` naming the layer (module path)
-    when a binary layer cannot be packed (groups, dilation, non-conv binary layers).
+    Args:
+        model: a registry model or any model whose binary layers are ``Conv2d``
+            (``sofar_binary`` marker or registered class) computing conv2d(sign(x), sign(W)).
+
+    Returns:
+        A deep copy (the original is untouched) for inference: binary convs (with a following
+        eval-mode BatchNorm and Bi-Real shortcut fused) run on the XNOR-popcount kernels,
+        everything else in PyTorch.
+
+    Raises:
+        SofarError: naming the layer (module path) when a binary layer cannot be packed
+            (groups, dilation, unequal stride/padding, non-conv binary layers, or a forward
+            that is not the packed semantics).
+
+    Example:
+        >>> import torch
+        >>> from sofar_cost import create_model, pack_model
+        >>> model = create_model("bireal18", "cifar100").eval()
+        >>> packed = pack_model(model)
+        >>> packed(torch.randn(1, 3, 32, 32)).shape
+        torch.Size([1, 100])
     """
     packed = copy.deepcopy(model).eval().requires_grad_(False)
     root = _packed(packed, type(model).__name__)

@@ -92,3 +92,17 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) ->
     ]
     lines += ["| " + " | ".join(_cell(r.get(c.key), c.fmt) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def show(result: Any, fmt: str, console: Console | None = None) -> None:
+    """Print a :class:`sofar_cost.results.Result` as ``fmt``: its JSON contract, or each of
+    its tables followed (in the ``table`` format) by its notes."""
+    if fmt == "json":
+        print(to_json(result.to_dict()))
+        return
+    console = console or wide_console()
+    for section in result.sections():
+        render(section.rows, section.columns, fmt, section.title, console)
+    if fmt == "table":
+        for line in result.notes():
+            console.print(line)

@@ -7,17 +7,18 @@ with the same shape and thread count, in one run. Layers of identical shape are 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from sofar_cost.binary import is_binary_layer
 from sofar_cost.costs import input_shape
+from sofar_cost.count_options import CountOptions
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels import kernel_variant, measure_popcount_ceiling
 from sofar_cost.kernels.bench import ConvShape, benchmark_layers, thread_count
-from sofar_cost.models.registry import create_model
+from sofar_cost.kernels.conv import check_module
+from sofar_cost.models.registry import check_dataset, create_model
+from sofar_cost.results import EndToEnd, LayerBench
 
 
 def binary_conv_shapes(model: nn.Module, shape: tuple[int, ...]) -> list[ConvShape]:
@@ -29,15 +30,13 @@ def binary_conv_shapes(model: nn.Module, shape: tuple[int, ...]) -> list[ConvSha
         if not (is_binary_layer(module) and isinstance(module, nn.Conv2d)):
             return
         name = names.get(id(module), type(module).__name__)
-        square = module.kernel_size[0] == module.kernel_size[1]
-        if module.groups != 1 or module.dilation != (1, 1) or not square:
-            raise SofarError(
-                f"layer {name}: groups={module.groups}, dilation={module.dilation}, kernel "
-                f"{module.kernel_size} cannot run on the packed kernel (groups 1, dilation 1, "
-                "square kernels only)"
-            )
+        try:
+            stride, padding = check_module(module, f"layer {name}")
+        except ValueError as error:
+            raise SofarError(str(error)) from None
         _, channels, height, width = inputs[0].shape
-        kernel, stride, padding = module.kernel_size[0], module.stride[0], module.padding[0]
+        kh, kw = module.kernel_size
+        kernel = kh if kh == kw else (kh, kw)
         found.append(
             ConvShape(name, channels, module.out_channels, height, width, kernel, stride, padding)
         )
@@ -53,7 +52,7 @@ def binary_conv_shapes(model: nn.Module, shape: tuple[int, ...]) -> list[ConvSha
 
 def _shape_key(s: ConvShape) -> tuple[int, ...]:
     """Layers equal in everything but their name share one timing."""
-    return (s.in_channels, s.out_channels, s.height, s.width, s.kernel_size, s.stride, s.padding)
+    return (s.in_channels, s.out_channels, s.height, s.width, *s.kernel_hw, s.stride, s.padding)
 
 
 def bench_model_layers(
@@ -63,8 +62,8 @@ def bench_model_layers(
     threads: int = 1,
     repeat: int = 10,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Time every binary conv layer of a preset; the ``bench --format json`` contract."""
+) -> LayerBench:
+    """Time every binary conv layer of a preset (``sofar-cost bench``)."""
     if threads < 1:
         raise SofarError(f"--threads must be at least 1, got {threads}")
     if repeat < 1:
@@ -91,7 +90,7 @@ def bench_model_layers(
             "kernel_size": shape.kernel_size,
             "stride": shape.stride,
             "binary_macs": shape.binary_macs,
-            "flops": shape.binary_macs / 64,
+            "flops": CountOptions().flops(binary_macs=shape.binary_macs),
             "ms_xnor": result["ms_xnor"],
             "ms_torch_fp32": result["ms_torch_fp32"],
             "gmacs_per_s": result["gmacs_per_s"],
@@ -100,16 +99,28 @@ def bench_model_layers(
         })  # fmt: skip
     total_xnor = sum(layer["ms_xnor"] for layer in layers)
     total_torch = sum(layer["ms_torch_fp32"] for layer in layers)
-    return {
-        "model": model.sofar_name,
-        "dataset": dataset,
-        "threads": threads,
-        "kernel_variant": kernel_variant(),
-        "popcount_ceiling_gmacs_per_s": ceiling / 1e9,
-        "layers": layers,
-        "total_binary_macs": sum(layer["binary_macs"] for layer in layers),
-        "total_ms_xnor": total_xnor,
-        "total_ms_torch_fp32": total_torch,
-        "total_speedup": total_torch / total_xnor,
-        "worst_speedup": min(layer["speedup"] for layer in layers),
-    }
+    return LayerBench(
+        model.sofar_name, dataset, threads, kernel_variant(), ceiling / 1e9, layers,
+        total_binary_macs=sum(layer["binary_macs"] for layer in layers),
+        total_ms_xnor=total_xnor,
+        total_ms_torch_fp32=total_torch,
+        total_speedup=total_torch / total_xnor,
+        worst_speedup=min(layer["speedup"] for layer in layers),
+    )  # fmt: skip
+
+
+def bench(
+    name: str,
+    dataset: str = "imagenet",
+    threads: int = 1,
+    repeat: int = 10,
+    end_to_end: bool = False,
+    progress: bool = True,
+) -> LayerBench | EndToEnd:
+    """``sofar-cost bench``: per layer, or (``end_to_end``) the whole packed network."""
+    check_dataset(dataset)
+    if not end_to_end:
+        return bench_model_layers(name, dataset, None, threads, repeat, progress)
+    from sofar_cost.engine import benchmark_end_to_end
+
+    return EndToEnd(benchmark_end_to_end(name, dataset, threads, repeat, progress))

@@ -11,8 +11,9 @@ from typing import Any
 
 from sofar_cost.costs import model_cost
 from sofar_cost.errors import unknown_name_error
-from sofar_cost.formatting import Column
 from sofar_cost.published import load_published
+from sofar_cost.results import PAPER_TABLE_COLUMNS as PAPER_TABLE_COLUMNS
+from sofar_cost.results import PaperTable
 
 # table name -> (SoFAR table number, dataset)
 PAPER_TABLES = {
@@ -20,21 +21,6 @@ PAPER_TABLES = {
     "cifar100": (2, "cifar100"),
     "ablation": (3, "cifar100"),
 }
-
-# The columns every rendering of a rebuilt table shows (CLI and reports/tables alike).
-PAPER_TABLE_COLUMNS = [
-    Column("paper_model", "model"),
-    Column("width", "width", "d"),
-    Column("top1_error", "top-1 error (%)", ".2f"),
-    Column("params_mbit", "Params (ours, Mbit)", ".2f"),
-    Column("paper_params_mbit", "Params (paper)", ".2f"),
-    Column("params_diff_mbit", "diff", "+.2f"),
-    Column("flops", "Flops (ours)", ".3e"),
-    Column("paper_flops", "Flops (paper)", ".3e"),
-    Column("flops_diff_pct", "diff %", "+.1f"),
-    Column("match", "reproduced"),
-    Column("note", "note"),
-]
 
 UNREPRODUCIBLE_NOTE = "paper row not reproducible (see docs/counting.md)"
 
@@ -44,6 +30,11 @@ def same_at_printed_precision(ours: float, paper: float, kind: str) -> bool:
     if kind == "params":
         return math.isclose(round(ours, 2), paper, abs_tol=1e-9)
     return math.isclose(float(f"{ours:.2e}"), paper, rel_tol=1e-9)
+
+
+def paper_table(table: str) -> PaperTable:
+    """``sofar-cost table NAME``: the rebuilt table as a result object."""
+    return PaperTable(table, paper_table_rows(table))
 
 
 def paper_table_rows(table: str) -> list[dict[str, Any]]:

@@ -111,6 +111,21 @@ def accuracy_points(
     return df
 
 
+PLOT_KINDS = {"accuracy-vs-flops": "flops", "accuracy-vs-params": "params"}
+
+
+def plot_kind(
+    kind: str, dataset: str = "imagenet", out: Path | None = None, show_paper_costs: bool = False
+) -> list[Path]:
+    """``sofar-cost plot KIND``: :func:`plot_accuracy` by the command's plot name."""
+    if kind not in PLOT_KINDS:
+        raise SofarError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
+    try:
+        return plot_accuracy(PLOT_KINDS[kind], dataset, out, show_paper_costs=show_paper_costs)
+    except OSError as error:
+        raise SofarError(f"cannot write the plot: {error}") from None
+
+
 def plot_accuracy(
     metric: str = "flops",
     dataset: str = "imagenet",

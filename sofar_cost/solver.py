@@ -11,14 +11,25 @@ boundary is pinned: a handful of model builds instead of hundreds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from sofar_cost.costs import WidthCosts
+from sofar_cost.costs import WidthCosts, model_cost
 from sofar_cost.errors import SofarError
-from sofar_cost.models.registry import MAX_WIDTH
+from sofar_cost.models.architectures import MAX_FRACTAL_COLUMNS
+from sofar_cost.models.registry import (
+    MAX_WIDTH,
+    ModelSpec,
+    check_dataset,
+    column_variant,
+    resolve,
+)
+from sofar_cost.results import FamilySolve, WidthSolve
+from sofar_cost.tracer import CostReport
 
+# What a budget may constrain (``--on`` here, ``on`` in a config): the metrics checked.
 METRICS = {"params": ("params",), "flops": ("flops",), "both": ("params", "flops")}
 
 
@@ -60,7 +71,30 @@ def _quadratic_guess(costs: WidthCosts, metric: str, limit: float, step: int) ->
 def solve_width(
     costs: WidthCosts, budget: Budget, on: str = "params", multiple_of: int = 1
 ) -> Solution:
-    """The largest multiple of ``multiple_of`` whose cost fits the budget on ``on``."""
+    """The largest multiple of ``multiple_of`` whose cost fits the budget on ``on``.
+
+    Args:
+        costs: the family's costs as a function of width, e.g.
+            ``WidthCosts.for_model("rf-c4d8", "imagenet")``.
+        budget: inclusive upper bounds; the metrics named by ``on`` must be given.
+        on: ``params``, ``flops`` or ``both``.
+        multiple_of: the width's step (e.g. 64 for hardware-friendly channel counts).
+
+    Returns:
+        A :class:`Solution` whose ``width`` is the largest fitting width.
+
+    Raises:
+        SofarError: an unknown ``on``, a missing, non-positive or non-finite limit, a step
+            outside 1..4096, or a budget no width in 1..4096 meets.
+
+    Example:
+        >>> from sofar_cost import model_cost, solve_width
+        >>> from sofar_cost.costs import WidthCosts
+        >>> from sofar_cost.solver import Budget
+        >>> limit = model_cost("bireal18").params_mbit
+        >>> solve_width(WidthCosts.for_model("rf-c4d8"), Budget(limit)).width
+        41
+    """
     if on not in METRICS:
         raise SofarError(f"--on must be one of {', '.join(METRICS)}, got {on!r}")
     if multiple_of < 1 or multiple_of > MAX_WIDTH:
@@ -70,8 +104,8 @@ def solve_width(
         limit = budget.limit(metric)
         if limit is None:
             raise SofarError(f"no {metric} budget given for --on {on}")
-        if limit <= 0:
-            raise SofarError(f"the {metric} budget must be positive, got {limit}")
+        if not math.isfinite(limit) or limit <= 0:
+            raise SofarError(f"the {metric} budget must be a positive finite number, got {limit}")
     step = multiple_of
     if not _fits(costs, step, metrics, budget):
         smallest = {m: costs.metric(step, m) for m in metrics}
@@ -88,3 +122,92 @@ def solve_width(
     while width + step <= top and _fits(costs, width + step, metrics, budget):
         width += step
     return Solution(width, on, budget)
+
+
+def budget_for(
+    match: str | None, dataset: str, mbit: float | None = None, flops: float | None = None
+) -> tuple[Budget, CostReport | None]:
+    """The budget of a baseline model (``--match``) or of absolute limits, not both; with the
+    baseline's report when there is one."""
+    if match is None and mbit is None and flops is None:
+        raise SofarError(
+            "give a baseline with --match MODEL or a budget with --budget-mbit/--budget-flops"
+        )
+    if match is not None and (mbit is not None or flops is not None):
+        raise SofarError("use either --match or --budget-mbit/--budget-flops, not both")
+    if match is None:
+        return Budget(mbit, flops), None
+    report = model_cost(match, dataset)
+    return Budget(report.params_mbit, report.flops), report
+
+
+def parse_columns(text: str, family: str) -> list[int]:
+    """'1..6', '3' or '1,2,4' -> column counts, within the family's limit."""
+    if family not in MAX_FRACTAL_COLUMNS:
+        raise SofarError(f"--columns needs a fractal model (rf-, f-, drf-, df-), not {family!r}")
+    limit = MAX_FRACTAL_COLUMNS[family]
+    try:
+        if ".." in text:
+            low, high = (int(part) for part in text.split(".."))
+            values = list(range(low, high + 1))
+        else:
+            values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise SofarError(f"--columns must look like '1..{limit}' or '2,3', got {text!r}") from None
+    if not values or any(not 1 <= v <= limit for v in values):
+        raise SofarError(f"--columns for {family}- must lie in 1..{limit}, got {text!r}")
+    return values
+
+
+def solve_spec(
+    spec: ModelSpec,
+    budget: Budget,
+    dataset: str,
+    on: str = "params",
+    multiple_of: int = 1,
+    baseline: CostReport | None = None,
+) -> WidthSolve:
+    """One solve with its neighbouring widths and, where comparable, the paper's width."""
+    costs = WidthCosts.for_model(spec.name, dataset)
+    w = solve_width(costs, budget, on, multiple_of).width
+    candidates = [
+        {"label": f"width {v}" + ("  <- solved" if v == w else ""), **costs.report(v).summary()}
+        for v in (w - multiple_of, w, w + multiple_of)
+        if v >= 1
+    ]
+    solved = costs.report(w)
+    name = baseline.model if baseline else None
+    # The paper's width is comparable only for the paper's own pairing and rule.
+    paper_width = spec.widths.get(dataset) if name == spec.baseline and on == "params" else None
+    note = ""
+    if paper_width is not None and paper_width != w:
+        note = "the paper's costs for this model are not reproduced (docs/counting.md)"
+    return WidthSolve(
+        spec.name, name, dataset, on, multiple_of, spec.columns, w, solved.params_mbit,
+        solved.flops, budget.params_mbit, budget.flops,
+        solved.params_mbit / budget.params_mbit if budget.params_mbit else None,
+        solved.flops / budget.flops if budget.flops else None,
+        paper_width, note, candidates, baseline.summary() if baseline else None,
+    )  # fmt: skip
+
+
+def solve(
+    model: str,
+    *,
+    match: str | None = None,
+    dataset: str = "imagenet",
+    on: str = "params",
+    budget_mbit: float | None = None,
+    budget_flops: float | None = None,
+    multiple_of: int = 1,
+    columns: str | None = None,
+) -> WidthSolve | FamilySolve:
+    """``sofar-cost solve``: a model's (or, with ``columns``, a family's) widths within a
+    baseline's or an absolute budget."""
+    check_dataset(dataset)
+    spec = resolve(model)
+    budget, baseline = budget_for(match, dataset, budget_mbit, budget_flops)
+    if columns is None:
+        return solve_spec(spec, budget, dataset, on, multiple_of, baseline)
+    specs = [column_variant(spec, c) for c in parse_columns(columns, spec.family)]
+    return FamilySolve([solve_spec(s, budget, dataset, on, multiple_of, baseline) for s in specs])

@@ -43,11 +43,10 @@ class LayerCost:
     output_shape: tuple[int, ...] | None = None
 
     def params_mbit(self, options: CountOptions) -> float:
-        bits = self.fp_params * options.fp_bits + self.binary_params * options.binary_bits
-        return bits / 1e6
+        return options.params_mbit(self.fp_params, self.binary_params)
 
     def flops(self, options: CountOptions) -> float:
-        return self.fp_macs + self.fp_other_ops + self.binary_macs / options.binary_divisor
+        return options.flops(self.fp_macs, self.fp_other_ops, self.binary_macs)
 
 
 @dataclass
@@ -86,12 +85,11 @@ class CostReport:
 
     @property
     def params_mbit(self) -> float:
-        o = self.options
-        return (self.fp_params * o.fp_bits + self.binary_params * o.binary_bits) / 1e6
+        return self.options.params_mbit(self.fp_params, self.binary_params)
 
     @property
     def flops(self) -> float:
-        return self.fp_macs + self.fp_other_ops + self.binary_macs / self.options.binary_divisor
+        return self.options.flops(self.fp_macs, self.fp_other_ops, self.binary_macs)
 
     def summary(self) -> dict[str, Any]:
         """The JSON contract of ``compare --format json`` (add keys, never rename)."""
@@ -215,7 +213,33 @@ def trace(
     dataset: str = "",
     width: int | None = None,
 ) -> CostReport:
-    """Run one forward pass on the model's device (meta works) and count its costs."""
+    """Run one forward pass on the model's device (meta works) and count its costs.
+
+    Args:
+        model: any ``torch.nn.Module``; its binary layers are those :func:`is_binary_layer`
+            accepts (the ``sofar_binary`` marker, a registered class, the toolkit's layers).
+        input_shape: the input tensor's shape, batch included, e.g. ``(1, 3, 224, 224)``.
+        options: what counts (:class:`~sofar_cost.count_options.CountOptions`); the papers'
+            convention if None.
+        name, dataset, width: labels carried into the report.
+
+    Returns:
+        A :class:`CostReport` with totals (``params_mbit``, ``flops``, MACs) and one
+        :class:`LayerCost` per module.
+
+    Raises:
+        RuntimeError: whatever the model's own forward raises for this input shape.
+
+    Example:
+        >>> import torch
+        >>> from sofar_cost import trace
+        >>> from sofar_cost.binary import BinaryConv2d
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+        ...                             BinaryConv2d(8, 8, 3, padding=1))
+        >>> report = trace(model, (1, 3, 8, 8))
+        >>> report.fp_macs, report.binary_macs, report.flops
+        (13824, 36864, 14400.0)
+    """
     options = options or CountOptions()
     layers: dict[int, LayerCost] = {}
     order: list[LayerCost] = []

@@ -90,7 +90,7 @@ def test_bad_width_and_dataset() -> None:
         create_model("bireal18", width=0)
     with pytest.raises(SofarError, match="did you mean: cifar100"):
         create_model("bireal18", "cifar10")
-    with pytest.raises(SofarError, match="pass --width"):
+    with pytest.raises(SofarError, match="no default width for imagenet; give a width"):
         create_model("rf-c6d32-133")
 
 

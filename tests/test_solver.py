@@ -90,8 +90,9 @@ def test_infeasible_budgets() -> None:
         solve_width(costs, Budget(params_mbit=0.001))
     with pytest.raises(SofarError, match="only above the width limit"):
         solve_width(costs, Budget(params_mbit=1e9))
-    with pytest.raises(SofarError, match="must be positive"):
-        solve_width(costs, Budget(params_mbit=-1))
+    for bad in (-1, 0, float("nan"), float("inf")):
+        with pytest.raises(SofarError, match="must be a positive finite number"):
+            solve_width(costs, Budget(params_mbit=bad))
     with pytest.raises(SofarError, match="no flops budget"):
         solve_width(costs, Budget(params_mbit=10), on="flops")
     with pytest.raises(SofarError, match="--on must be"):

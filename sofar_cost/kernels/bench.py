@@ -33,28 +33,33 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ConvShape:
-    """One conv layer to benchmark (square kernel, stride and padding)."""
+    """One conv layer to benchmark: a k x k (or kh x kw) kernel, one stride and padding."""
 
     name: str
     in_channels: int
     out_channels: int
     height: int
     width: int
-    kernel_size: int = 3
+    kernel_size: int | tuple[int, int] = 3
     stride: int = 1
     padding: int = 1
     batch: int = 1
 
     @property
+    def kernel_hw(self) -> tuple[int, int]:
+        k = self.kernel_size
+        return (k, k) if isinstance(k, int) else (k[0], k[1])
+
+    @property
     def out_hw(self) -> tuple[int, int]:
-        k, s, p = self.kernel_size, self.stride, self.padding
-        return (self.height + 2 * p - k) // s + 1, (self.width + 2 * p - k) // s + 1
+        (kh, kw), s, p = self.kernel_hw, self.stride, self.padding
+        return (self.height + 2 * p - kh) // s + 1, (self.width + 2 * p - kw) // s + 1
 
     @property
     def binary_macs(self) -> int:
         out_h, out_w = self.out_hw
-        k2 = self.kernel_size**2
-        return self.batch * self.out_channels * out_h * out_w * self.in_channels * k2
+        kh, kw = self.kernel_hw
+        return self.batch * self.out_channels * out_h * out_w * self.in_channels * kh * kw
 
 
 # The binary 3x3 convolutions of Bi-Real ResNet-18 on ImageNet (batch 1).
@@ -115,8 +120,7 @@ def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict
     """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape.batch, shape.in_channels, shape.height, shape.width, generator=gen)
-    k = shape.kernel_size
-    w = torch.randn(shape.out_channels, shape.in_channels, k, k, generator=gen)
+    w = torch.randn(shape.out_channels, shape.in_channels, *shape.kernel_hw, generator=gen)
     layer = PackedBinaryConv2d.from_weight(w, shape.stride, shape.padding, name=shape.name)
     x_np = x.numpy()
     x_cl = x.contiguous(memory_format=torch.channels_last)

@@ -24,7 +24,14 @@ from .packing import (
 )
 from .quad_step import LANES
 
-__all__ = ["PackedBinaryConv2d", "PackedBinaryLinear", "binary_conv2d", "binary_linear"]
+__all__ = [
+    "PackedBinaryConv2d",
+    "PackedBinaryLinear",
+    "binary_conv2d",
+    "binary_linear",
+    "check_module",
+    "check_settings",
+]
 
 SUPPORTED = "groups=1, dilation=1, square stride >= 1 and padding >= 0 (zeros)"
 
@@ -38,6 +45,35 @@ def _square(value: int | tuple[int, ...], what: str, name: str) -> int:
         return int(values[0])
     raise ValueError(f"{name}: {what}={value} is not supported by the packed binary conv "
                      f"(supported: {SUPPORTED})")
+
+
+def check_settings(stride: int | tuple[int, ...], padding: int | str | tuple[int, ...],
+                   groups: int, dilation: int | tuple[int, ...], padding_mode: str,
+                   name: str) -> tuple[int, int]:
+    """The one check of what the packed kernel runs (any kh x kw kernel; groups 1, dilation 1,
+    one stride and one zero padding for both axes): ``(stride, padding)``, or a
+    ``ValueError`` naming the layer and the setting."""
+    if groups != 1:
+        raise ValueError(f"{name}: groups={groups} is not supported by the packed binary "
+                         f"conv (supported: {SUPPORTED})")
+    if _square(dilation, "dilation", name) != 1:
+        raise ValueError(f"{name}: dilation={dilation} is not supported by the packed "
+                         f"binary conv (supported: {SUPPORTED})")
+    if padding_mode != "zeros" or isinstance(padding, str):
+        raise ValueError(f"{name}: padding={padding!r}, padding_mode={padding_mode!r} is "
+                         f"not supported by the packed binary conv (supported: {SUPPORTED})")
+    stride, padding = _square(stride, "stride", name), _square(padding, "padding", name)
+    if stride < 1 or padding < 0:
+        raise ValueError(f"{name}: stride={stride}, padding={padding} is not supported "
+                         f"by the packed binary conv (supported: {SUPPORTED})")
+    return stride, padding
+
+
+def check_module(conv: torch.nn.Conv2d, name: str) -> tuple[int, int]:
+    """:func:`check_settings` for a ``torch.nn.Conv2d`` (the engine and ``sofar-cost bench``
+    both ask this before running a layer on the packed kernel)."""
+    return check_settings(conv.stride, conv.padding, conv.groups, conv.dilation,
+                          conv.padding_mode, name)
 
 
 @dataclass(frozen=True)
@@ -123,24 +159,14 @@ class PackedBinaryConv2d:
                     dilation: int | tuple[int, int] = 1, padding_mode: str = "zeros",
                     name: str = "conv") -> PackedBinaryConv2d:
         """Pack ``weight`` [Cout, Cin, kh, kw]; unsupported settings raise ``ValueError``."""
-        if groups != 1:
-            raise ValueError(f"{name}: groups={groups} is not supported by the packed binary "
-                             f"conv (supported: {SUPPORTED})")
-        if _square(dilation, "dilation", name) != 1:
-            raise ValueError(f"{name}: dilation={dilation} is not supported by the packed "
-                             f"binary conv (supported: {SUPPORTED})")
-        if padding_mode != "zeros" or isinstance(padding, str):
-            raise ValueError(f"{name}: padding={padding!r}, padding_mode={padding_mode!r} is "
-                             f"not supported by the packed binary conv (supported: {SUPPORTED})")
-        return cls(pack_weights(weight), _square(stride, "stride", name),
-                   _square(padding, "padding", name), name)
+        stride, padding = check_settings(stride, padding, groups, dilation, padding_mode, name)
+        return cls(pack_weights(weight), stride, padding, name)
 
     @classmethod
     def from_module(cls, conv: torch.nn.Conv2d, name: str | None = None) -> PackedBinaryConv2d:
         """Pack a ``torch.nn.Conv2d``'s weight with its stride/padding (bias is ignored)."""
-        return cls.from_weight(conv.weight, conv.stride, conv.padding, groups=conv.groups,
-                               dilation=conv.dilation, padding_mode=conv.padding_mode,
-                               name=name or type(conv).__name__)
+        name = name or type(conv).__name__
+        return cls(pack_weights(conv.weight), *check_module(conv, name), name)
 
     @property
     def in_channels(self) -> int:

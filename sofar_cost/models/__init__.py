@@ -1,6 +1,9 @@
-"""Model zoo: Bi-Real ResNet, BinaryDenseNet, RF/F fractal ResNets, DRF/DF fractal DenseNets."""
+"""Model zoo: Bi-Real ResNet, BinaryDenseNet, RF/F fractal ResNets, DRF/DF fractal DenseNets.
 
-from sofar_cost.models.layers import DATASETS, DatasetSpec
+Importing this package (and the registry) needs no torch; building a model does.
+"""
+
+from sofar_cost.models.architectures import DATASETS, DatasetSpec
 from sofar_cost.models.registry import (
     ALIASES,
     PRESETS,

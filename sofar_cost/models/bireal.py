@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from sofar_cost.models.architectures import BIREAL_BLOCKS
 from sofar_cost.models.layers import BinaryConvUnit, ClassifierHead, DatasetSpec, StagedNet, stem
-
-BIREAL_BLOCKS: dict[int, tuple[int, ...]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 
 def bireal_resnet(depth: int, width: int, dataset: DatasetSpec) -> StagedNet:

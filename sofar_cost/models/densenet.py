@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from sofar_cost.binary import BinaryConv2d
+from sofar_cost.models.architectures import BDN_CONFIGS, SOFAR_BDN_DEPTH
+from sofar_cost.models.architectures import dense_depth as dense_depth
 from sofar_cost.models.fractal_resnet import FractalBlock
 from sofar_cost.models.layers import (
     BinaryConvUnit,
@@ -25,15 +27,6 @@ from sofar_cost.models.layers import (
 )
 
 STEM_WIDTH = 64
-
-# BinaryDenseNet paper, Table 7: layers per stage and the reduction rate of each transition.
-BDN_CONFIGS: dict[int, tuple[tuple[int, ...], tuple[float, ...]]] = {
-    28: ((6, 6, 6, 5), (2.7, 2.7, 2.2)),
-    37: ((6, 8, 12, 6), (3.3, 3.3, 4.0)),
-    45: ((6, 12, 14, 8), (2.7, 3.3, 4.0)),
-}
-# SoFAR counts every conv as a layer, so BinaryDenseNet28/37 become 51/69.
-SOFAR_BDN_DEPTH = {51: 28, 69: 37}
 
 TransitionRule = Callable[[int, float], int]
 
@@ -204,8 +197,3 @@ def drf_densenet(
         sofar_transition_width,
         dataset,
     )
-
-
-def dense_depth(columns: int, stage_layers: tuple[int, ...]) -> int:
-    """SoFAR's depth: longest conv path per block, plus stem, transitions and classifier."""
-    return 1 + sum(stage_layers) * 2 ** (columns - 1) + (len(stage_layers) - 1) + 1

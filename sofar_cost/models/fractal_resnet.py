@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sofar_cost.models.architectures import RESNET18_BUDGET_STAGES
+from sofar_cost.models.architectures import RESNET34_BUDGET_STAGES as RESNET34_BUDGET_STAGES
+from sofar_cost.models.architectures import fractal_depth as fractal_depth
 from sofar_cost.models.layers import (
     BinaryConvUnit,
     ClassifierHead,
@@ -20,10 +23,6 @@ from sofar_cost.models.layers import (
     downsample,
     stem,
 )
-
-RESNET18_BUDGET_STAGES = (1, 1, 1, 1)
-# Nine blocks split (2, 2, 3, 2): the only split whose costs fit SoFAR's ResNet34-budget rows.
-RESNET34_BUDGET_STAGES = (2, 2, 3, 2)
 
 
 class FractalBlock(nn.Module):
@@ -69,8 +68,3 @@ def fractal_resnet(
         nn.Sequential(*stages),
         ClassifierHead(final_width, dataset.num_classes),
     )
-
-
-def fractal_depth(columns: int, stage_blocks: tuple[int, ...]) -> int:
-    """The papers' depth: every conv on the longest path, stem, transitions and classifier."""
-    return 1 + sum(stage_blocks) * 2 ** (columns - 1) + (len(stage_blocks) - 1) + 1

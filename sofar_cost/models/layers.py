@@ -6,28 +6,14 @@ convs and the classifier stay full precision; the 3x3 convs inside blocks are bi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from sofar_cost.binary import BinaryConv2d
 
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Input setting: image size, classes and which stem the papers use for it."""
-
-    name: str
-    image_size: int
-    num_classes: int
-    imagenet_stem: bool
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "imagenet": DatasetSpec("imagenet", 224, 1000, imagenet_stem=True),
-    "cifar100": DatasetSpec("cifar100", 32, 100, imagenet_stem=False),
-}
+# re-exported for existing imports; their home is the torch-free .architectures
+from sofar_cost.models.architectures import DATASETS as DATASETS
+from sofar_cost.models.architectures import DatasetSpec
 
 
 def stem(out_channels: int, dataset: DatasetSpec) -> nn.Sequential:

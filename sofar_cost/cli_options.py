@@ -1,0 +1,62 @@
+"""What every command shares: its common options, the user-error policy, and the renderer.
+
+A new option used by several commands is declared here once (an ``Annotated`` type) and
+named in each command's signature; a command-specific option stays in its command. Nothing
+here imports torch, so ``--help``, ``--version`` and ``list`` stay quick.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from sofar_cost.errors import SofarError, unknown_name_error
+from sofar_cost.formatting import FORMATS, show, wide_console
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="imagenet or cifar100")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json, csv or markdown")]
+TableJsonOpt = Annotated[str, typer.Option("--format", "-f", help="table or json")]
+WidthOpt = Annotated[
+    int | None, typer.Option("--width", help="Override the width of every model.")
+]
+CountOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--count",
+        help="Also count: batchnorm, pooling, elementwise (additions, joins), bias, bn-params.",
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr; the caller raises the returned Exit."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A SofarError (a user mistake, raised by the library) becomes one line on stderr and
+    exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SofarError as error:
+            raise fail(str(error)) from None
+
+    return wrapper
+
+
+def check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> str:
+    if fmt not in allowed:
+        raise unknown_name_error("format", fmt, allowed)
+    return fmt
+
+
+def render_result(result: Any, fmt: str) -> None:
+    """Print a :class:`sofar_cost.results.Result` in ``fmt`` (checked against its formats)."""
+    show(result, check_format(fmt, result.formats), wide_console())
