@@ -11,15 +11,18 @@ import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from torch import nn
 
 from sofar_cost.errors import SofarError, unknown_name_error
-from sofar_cost.models.bireal import bireal_resnet
+from sofar_cost.models.alexnet import binary_alexnet, xnornet
+from sofar_cost.models.bireal import binary_resnet_e, bireal_resnet
 from sofar_cost.models.densenet import (
     BDN_CONFIGS,
     SOFAR_BDN_DEPTH,
     binary_densenet,
+    binary_densenet37_dilated,
     dense_depth,
     drf_densenet,
     sofar_binary_densenet,
@@ -31,6 +34,9 @@ from sofar_cost.models.fractal_resnet import (
     fractal_resnet,
 )
 from sofar_cost.models.layers import DATASETS, DatasetSpec
+from sofar_cost.models.meliusnet import meliusnet22
+from sofar_cost.models.quicknet import QUICKNET_CONFIGS, quicknet
+from sofar_cost.models.real_to_binary import real_to_binary_net
 
 Builder = Callable[[int, DatasetSpec], nn.Module]
 
@@ -158,7 +164,37 @@ def _presets() -> dict[str, ModelSpec]:
         _fractal_spec(fam, c, depth, {"imagenet": w_in, "cifar100": w_c}, note)
         for fam, c, depth, w_in, w_c, note in fractal
     ]
+    specs += _larq_zoo_presets()
     return {spec.name: spec for spec in specs}
+
+
+# larq-zoo 2.4.0 models (ImageNet only): name -> (builder, base width, larq-zoo's name).
+# The base width is the model's natural width parameter (first conv / stage width, growth
+# rate); the default reproduces larq-zoo exactly, other widths scale the channels.
+LARQ_ZOO_MODELS: dict[str, tuple[Builder, int, str]] = {
+    "binary-alexnet": (binary_alexnet, 64, "BinaryAlexNet"),
+    "xnornet": (xnornet, 96, "XNORNet"),
+    "binary-resnet-e18": (binary_resnet_e, 64, "BinaryResNetE18"),
+    "real-to-binary-net": (real_to_binary_net, 64, "RealToBinaryNet"),
+    "binarydensenet37-dilated": (binary_densenet37_dilated, 64, "BinaryDenseNet37Dilated"),
+    "meliusnet22": (meliusnet22, 64, "MeliusNet22"),
+    **{
+        name: (partial(quicknet, name), QUICKNET_CONFIGS[name][1][0], paper)
+        for name, paper in (
+            ("quicknet-small", "QuickNetSmall"),
+            ("quicknet", "QuickNet"),
+            ("quicknet-large", "QuickNetLarge"),
+        )
+    },
+}
+
+
+def _larq_zoo_presets() -> list[ModelSpec]:
+    return [
+        ModelSpec(name, "larq-zoo", build, {"imagenet": width}, None, paper,
+                  "larq-zoo 2.4.0 architecture (ImageNet only); width = base width")
+        for name, (build, width, paper) in LARQ_ZOO_MODELS.items()
+    ]  # fmt: skip
 
 
 PRESETS: dict[str, ModelSpec] = _presets()
