@@ -413,13 +413,20 @@ def plot(
     paper_costs: Annotated[
         bool, typer.Option("--paper-costs", help="Also mark the paper's printed costs.")
     ] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Also show another source's results, e.g. larq-zoo."),
+    ] = None,
 ) -> None:
     """Published top-1 error against our computed Flops or Params, with the Pareto front."""
     from sofar_cost.plots import plot_accuracy  # matplotlib only when plotting
 
     if kind not in PLOT_KINDS:
         raise SofarError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
-    for path in plot_accuracy(PLOT_KINDS[kind], dataset, out, show_paper_costs=paper_costs):
+    paths = plot_accuracy(
+        PLOT_KINDS[kind], dataset, out, show_paper_costs=paper_costs, include=include or ()
+    )
+    for path in paths:
         console.print(f"wrote {path}")
 
 
