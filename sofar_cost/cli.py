@@ -163,12 +163,16 @@ def plot(
     paper_costs: Annotated[
         bool, typer.Option("--paper-costs", help="Also mark the paper's printed costs.")
     ] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Also show another source's results, e.g. larq-zoo."),
+    ] = None,
 ) -> None:
     """Published top-1 error against our computed Flops or Params, with the Pareto front."""
     from sofar_cost.plots import plot_kind  # matplotlib only when plotting
 
     console = wide_console()
-    for path in plot_kind(kind, dataset, out, show_paper_costs=paper_costs):
+    for path in plot_kind(kind, dataset, out, show_paper_costs=paper_costs, include=include or ()):
         console.print(f"wrote {path}")
 
 

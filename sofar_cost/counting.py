@@ -21,6 +21,13 @@ aten = torch.ops.aten
 Rule = Callable[[Sequence[Any], Any], int]
 
 
+# larq.models.summary's parameter convention, for comparing with larq: biases count, and so
+# does each BatchNorm, with 2C parameters (larq counts its moving mean and variance; we count
+# gamma and beta, the same number for every BatchNorm with affine parameters). MACs and binary
+# parameters need no option: larq too counts only conv/dense MACs and kernel weights.
+LARQ_COUNTING = CountOptions(bias_params=True, batchnorm_params=True)
+
+
 def _numel(shape: Sequence[int]) -> int:
     return math.prod(int(s) for s in shape)
 

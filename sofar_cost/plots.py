@@ -44,6 +44,13 @@ FAMILY_STYLE = {
     "f": ("F ResNet (ablation: no shortcuts)", "v", "#ff7f0e"),
     "drf": ("DRF DenseNet (SoFAR)", "D", "#9467bd"),
     "df": ("DF DenseNet (ablation: no shortcuts)", "X", "#8c564b"),
+    "larq-zoo": ("larq-zoo models (larq-zoo's documented accuracy)", "*", "#e377c2"),
+}
+SOURCE_NAMES = {
+    "sofar": "SoFAR",
+    "igp": "IGP",
+    "binarydensenet": "BinaryDenseNet",
+    "larq-zoo": "larq-zoo",
 }
 # Label offsets (points) tried in order: right, left, above, below, the diagonals, then
 # farther out with a leader line.
@@ -75,10 +82,15 @@ def pareto_front(costs: Sequence[float], errors: Sequence[float]) -> list[int]:
 
 
 def accuracy_points(
-    metric: str = "flops", dataset: str = "imagenet", source: str | None = "sofar"
+    metric: str = "flops",
+    dataset: str = "imagenet",
+    source: str | None = "sofar",
+    include: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The points ``plot_accuracy`` draws: binary rows with a preset, one per distinct result.
 
+    ``include`` adds other sources' results (e.g. ``["larq-zoo"]``) beside ``source``'s, all
+    at our counts and under one Pareto front.
     Columns: everything of ``published_with_costs`` plus ``label``, ``cost`` (our count),
     ``paper_cost`` (printed, NaN where not printed) and ``on_front`` (Pareto-optimal).
     A result repeated in several tables (same preset, width and error) appears once, as its
@@ -86,10 +98,14 @@ def accuracy_points(
     """
     _check_choice("metric", metric, list(METRICS))
     _check_choice("dataset", dataset, list(DATASETS))
-    if source is not None:
-        _check_choice("source", source, SOURCES)
+    for name in [source, *include] if source is not None else include:
+        _check_choice("source", name, SOURCES)
     ours, paper, _ = METRICS[metric]
-    df = published_with_costs(source, dataset, binary_only=True, drop_unmatched=True)
+    sources = [source] if source is None else list(dict.fromkeys([source, *include]))
+    df = pd.concat(
+        [published_with_costs(s, dataset, binary_only=True, drop_unmatched=True) for s in sources],
+        ignore_index=True,
+    )
     if df.empty:
         raise SofarError(f"no binary results with a preset for source {source!r} on {dataset}")
     df = df.drop_duplicates(["preset", "our_width", "top1_error"]).reset_index(drop=True)
@@ -115,13 +131,19 @@ PLOT_KINDS = {"accuracy-vs-flops": "flops", "accuracy-vs-params": "params"}
 
 
 def plot_kind(
-    kind: str, dataset: str = "imagenet", out: Path | None = None, show_paper_costs: bool = False
+    kind: str,
+    dataset: str = "imagenet",
+    out: Path | None = None,
+    show_paper_costs: bool = False,
+    include: Sequence[str] = (),
 ) -> list[Path]:
     """``sofar-cost plot KIND``: :func:`plot_accuracy` by the command's plot name."""
     if kind not in PLOT_KINDS:
         raise SofarError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
     try:
-        return plot_accuracy(PLOT_KINDS[kind], dataset, out, show_paper_costs=show_paper_costs)
+        return plot_accuracy(
+            PLOT_KINDS[kind], dataset, out, show_paper_costs=show_paper_costs, include=include
+        )
     except OSError as error:
         raise SofarError(f"cannot write the plot: {error}") from None
 
@@ -132,20 +154,25 @@ def plot_accuracy(
     out: Path | str | None = None,
     show_paper_costs: bool = False,
     source: str | None = "sofar",
+    include: Sequence[str] = (),
 ) -> list[Path]:
     """Save top-1 error vs our Flops (or Mbit) as PNG and SVG; return the written paths.
 
     ``out`` names the file (suffix .png, .svg or none; both formats are written); by default
-    ``accuracy_vs_{metric}_{dataset}.png`` in the current directory.
+    ``accuracy_vs_{metric}_{dataset}.png`` in the current directory. ``include`` adds other
+    sources' results (``accuracy_points``).
     """
     out = Path(out or f"accuracy_vs_{metric}_{dataset}.png")
     if out.suffix.lower() not in ("", ".png", ".svg"):
         raise SofarError(f"--out must end in .png or .svg (both are written), got {out.name!r}")
-    points = accuracy_points(metric, dataset, source)
+    points = accuracy_points(metric, dataset, source, include)
     # An Agg figure outside pyplot: no global backend switch, nothing left open.
     fig = Figure(figsize=(10, 6.2), layout="constrained")
     FigureCanvasAgg(fig)
-    _draw(fig.subplots(), points, metric, dataset, show_paper_costs, source)
+    who = "all papers" if source is None else " + ".join(
+        SOURCE_NAMES[s] for s in dict.fromkeys([source, *include])
+    )
+    _draw(fig.subplots(), points, metric, dataset, show_paper_costs, who)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
     fig.savefig(paths[0], dpi=150)
@@ -159,7 +186,7 @@ def _draw(
     metric: str,
     dataset: str,
     show_paper_costs: bool,
-    source: str | None,
+    who: str,
 ) -> None:
     points = _clip_outliers(ax, points)
     handles = []
@@ -191,7 +218,7 @@ def _draw(
     handles.append(Line2D([], [], color="black", lw=1.2, ls="--"))
     handles[-1].set_label("Pareto front (lowest error at that cost)")
 
-    _format_axes(ax, metric, dataset, source)
+    _format_axes(ax, metric, dataset, who)
     ax.legend(
         handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False
     )
@@ -224,7 +251,7 @@ def _clip_outliers(ax: Axes, points: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _format_axes(ax: Axes, metric: str, dataset: str, source: str | None) -> None:
+def _format_axes(ax: Axes, metric: str, dataset: str, who: str) -> None:
     label = METRICS[metric][2]
     if metric == "flops":
         exponent = math.floor(math.log10(ax.get_xlim()[1]))
@@ -232,11 +259,6 @@ def _format_axes(ax: Axes, metric: str, dataset: str, source: str | None) -> Non
         label += f"  [x 10^{exponent}]"
     ax.set_xlabel(label + "  (left is cheaper)")
     ax.set_ylabel("Top-1 error (%)  (lower is better)")
-    who = (
-        "all papers"
-        if source is None
-        else {"sofar": "SoFAR", "igp": "IGP", "binarydensenet": "BinaryDenseNet"}[source]
-    )
     what = "Flops" if metric == "flops" else "Params"
     ax.set_title(
         f"{DATASET_NAMES[dataset]}: published top-1 error vs our {what} "

@@ -1,15 +1,17 @@
-"""Published results of the SoFAR, IGP and BinaryDenseNet papers.
+"""Published results of the SoFAR, IGP and BinaryDenseNet papers, and of larq-zoo's models.
 
 ``load_published`` returns one row per model result printed in
 
 * ``sofar``: SoFAR paper, Tables 1-4 (ImageNet / CIFAR-100),
 * ``binarydensenet``: Bethge et al., BinaryDenseNet, Tables 2-6 (CIFAR-10 / ImageNet),
-* ``igp``: the same SoFAR work titled "IGP", Tables 1, 3 and 4.
+* ``igp``: the same SoFAR work titled "IGP", Tables 1, 3 and 4,
+* ``larq-zoo``: larq-zoo 2.4.0's documentation, the "ImageNet Metrics" table of each model
+  (no table number: ``table`` is empty; the model's page is cited in ``note``).
 
 Conventions:
 
 * ``top1_error`` / ``top5_error`` are **errors in percent**. SoFAR and IGP print errors;
-  BinaryDenseNet prints accuracies, stored here as ``100 - accuracy`` (2 decimals).
+  BinaryDenseNet and larq-zoo print accuracies, stored here as ``100 - accuracy`` (2 decimals).
 * ``params_mbit`` is the printed parameter storage in Mbit (32 bit per float parameter,
   1 bit per binary one); ``flops`` is a plain count (``1.64 x 10^8`` -> ``1.64e8``);
   ``memory_mb`` is IGP's run-time memory in MB; ``model_size_mb`` is BinaryDenseNet's
@@ -42,14 +44,14 @@ FLOAT_COLUMNS = [
     "model_size_mb",
 ]
 COLUMNS = ["source", "table", "model_printed", "preset", "dataset", "bits", *FLOAT_COLUMNS, "note"]
-SOURCES = ("sofar", "binarydensenet", "igp")
+SOURCES = ("sofar", "binarydensenet", "igp", "larq-zoo")
 _CSV = "published_results.csv"
 
 
 def load_published(source: str | None = None, dataset: str | None = None) -> pd.DataFrame:
     """Published results, optionally filtered by ``source`` and ``dataset``.
 
-    ``source`` is one of ``"sofar"``, ``"binarydensenet"``, ``"igp"``; ``dataset`` is e.g.
+    ``source`` is one of ``SOURCES``; ``dataset`` is e.g.
     ``"imagenet"``, ``"cifar100"`` or ``"cifar10"``. See the module docstring for units.
     """
     if source is not None and source not in SOURCES:
@@ -60,7 +62,7 @@ def load_published(source: str | None = None, dataset: str | None = None) -> pd.
             fh,
             keep_default_na=False,
             na_values=[""],
-            dtype={c: "float64" for c in FLOAT_COLUMNS} | {"table": "int64", "bits": "int64"},
+            dtype={c: "float64" for c in FLOAT_COLUMNS} | {"table": "Int64", "bits": "int64"},
         )
     df = df[COLUMNS]
     if source is not None:

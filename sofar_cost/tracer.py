@@ -8,7 +8,10 @@ independent cross-check in the tests; ptflops/thop match exact module types and 
 silently drop a Conv2d subclass.
 
 A conv/matmul is binary when it runs inside a module that :func:`is_binary_layer` accepts
-(the ``sofar_binary`` marker, a registered class, or the toolkit's own binary layers).
+(the ``sofar_binary`` marker, a registered class or subclass, or the toolkit's own binary
+layers) and whose input is binarized too (:func:`has_binary_input`): a layer with binary
+weights but real-valued input (``sofar_binary_input = False``) owns 1-bit parameters and
+full-precision MACs, as larq counts it.
 Element-wise work inside a binary layer (sign, the weight scale) is binarization bookkeeping
 that a deployed model folds away, so it is never counted.
 """
@@ -24,7 +27,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from sofar_cost.binary import is_binary_layer
+from sofar_cost.binary import has_binary_input, is_binary_layer
 from sofar_cost.counting import BATCHNORM_MODULES, CountOptions, categorize
 
 
@@ -170,7 +173,7 @@ class _CostMode(TorchDispatchMode):
         count = rule(args, out)
         if category != "matmul":
             layer.fp_other_ops += count
-        elif binary_owner is not None:
+        elif binary_owner is not None and has_binary_input(binary_owner):
             layer.binary_macs += count
         else:
             layer.fp_macs += count

@@ -133,3 +133,10 @@ def test_plot_command(tmp_path) -> None:
     assert (tmp_path / "p.png").exists() and (tmp_path / "p.svg").exists()
     assert "wrote" in out
     assert "unknown plot" in run("plot", "accuracy-vs-flop", code=2)
+    assert "unknown source 'larq'" in run("plot", "accuracy-vs-flops", "--include", "larq", code=2)
+
+
+def test_compare_a_larq_zoo_preset_with_a_sofar_one() -> None:
+    rows = json.loads(run("compare", "quicknet", "bireal18", "--format", "json"))
+    assert [r["model"] for r in rows] == ["quicknet", "bireal18"]
+    assert rows[0]["binary_macs"] == 1_849_688_064 and rows[0]["fp_macs"] == 29_651_712

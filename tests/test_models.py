@@ -20,8 +20,14 @@ REQUIRED = [
 ]  # fmt: skip
 
 
+LARQ_ZOO = [
+    "binary-alexnet", "xnornet", "binary-resnet-e18", "real-to-binary-net",
+    "binarydensenet37-dilated", "meliusnet22", "quicknet-small", "quicknet", "quicknet-large",
+]  # fmt: skip (ImageNet only: tests/test_larq_zoo.py)
+
+
 def test_every_required_name_is_a_preset() -> None:
-    assert sorted(REQUIRED) == list_models()
+    assert sorted(REQUIRED + LARQ_ZOO) == list_models()
     assert ALIASES == {
         "rf-c3d4": "rf-c3d4-21",
         "rf-c4d8": "rf-c4d8-37",

@@ -38,6 +38,17 @@ def test_imagenet_points_cover_table1_at_computed_flops():
     assert (points["family"].notna()).all()
 
 
+def test_larq_zoo_points_beside_sofar_at_our_counts():
+    points = accuracy_points("flops", "imagenet", "sofar", include=["larq-zoo"])
+    larq = points[points["source"] == "larq-zoo"]
+    assert len(larq) == 9 and set(larq["family"]) == {"larq-zoo"}
+    assert (points["source"] == "sofar").sum() == len(accuracy_points("flops", "imagenet"))
+    quicknet = larq[larq["preset"] == "quicknet"].iloc[0]
+    assert quicknet["cost"] == model_cost("quicknet").flops
+    assert quicknet["top1_error"] == pytest.approx(100 - 63.3)
+    assert quicknet["on_front"]  # cheaper and more accurate than every SoFAR ImageNet model
+
+
 def test_params_points_use_computed_mbit():
     points = accuracy_points("params", "cifar100")
     row = points[points["preset"] == "bireal18"].iloc[0]
@@ -58,7 +69,8 @@ def test_plot_files_written(tmp_path, metric):
     [
         ({"metric": "flop"}, "flops, params"),
         ({"dataset": "cifar10"}, "imagenet, cifar100"),
-        ({"source": "bethge"}, "sofar, binarydensenet, igp"),
+        ({"source": "bethge"}, "sofar, binarydensenet, igp, larq-zoo"),
+        ({"include": ["larq"]}, "sofar, binarydensenet, igp, larq-zoo"),
     ],
 )
 def test_bad_arguments(kwargs, valid):

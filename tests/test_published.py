@@ -30,6 +30,17 @@ PRESETS = {
     "df-c2d2-51",
     "df-c2d2-69",
 }
+LARQ_ZOO = {
+    "binary-alexnet",
+    "xnornet",
+    "binary-resnet-e18",
+    "real-to-binary-net",
+    "binarydensenet37-dilated",
+    "meliusnet22",
+    "quicknet-small",
+    "quicknet",
+    "quicknet-large",
+}
 
 ROW_COUNTS = {
     ("sofar", 1): 18,
@@ -44,6 +55,7 @@ ROW_COUNTS = {
     ("igp", 1): 12,
     ("igp", 3): 11,
     ("igp", 4): 39,
+    ("larq-zoo", None): 9,
 }
 
 
@@ -84,17 +96,18 @@ def test_columns_and_dtypes(df):
         "model_size_mb",
     ]:
         assert df[col].dtype == "float64", col
-    assert df.table.dtype == "int64"
+    assert df.table.dtype == "Int64"  # empty for larq-zoo's documentation
     assert df.bits.dtype == "int64"
 
 
 def test_row_counts_per_table(df):
-    counts = df.groupby(["source", "table"]).size().to_dict()
+    counts = df.groupby(["source", "table"], dropna=False).size().to_dict()
+    counts = {(src, None if pd.isna(t) else t): n for (src, t), n in counts.items()}
     assert counts == ROW_COUNTS
 
 
 def test_presets_known(df):
-    assert set(df.preset.dropna()) <= PRESETS
+    assert set(df.preset.dropna()) <= PRESETS | LARQ_ZOO
 
 
 def test_errors_in_range(df):
@@ -106,7 +119,7 @@ def test_errors_in_range(df):
 
 
 def test_categoricals(df):
-    assert set(df.source) == {"sofar", "binarydensenet", "igp"}
+    assert set(df.source) == {"sofar", "binarydensenet", "igp", "larq-zoo"}
     assert set(df.dataset) <= {"imagenet", "cifar100", "cifar10"}
     assert set(df.bits) <= {1, 2, 32}
     assert not df.model_printed.str.contains(r"\*|#").any()
@@ -317,3 +330,19 @@ def test_sofar_igp_tables_agree(df):
     a = sofar[cols].sort_values("preset").reset_index(drop=True)
     b = igp[cols].sort_values("preset").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_larq_zoo_rows(df):
+    """Accuracies of larq-zoo's documentation, stored as errors, one per larq-zoo preset."""
+    rows = load_published("larq-zoo")
+    assert set(rows.preset) == LARQ_ZOO and len(rows) == 9
+    assert rows.table.isna().all() and (rows.bits == 1).all()
+    assert rows.note.str.contains("larq-zoo 2.4.0 documentation").all()
+    quicknet = rows[rows.model_printed == "QuickNet"].iloc[0]
+    _check(quicknet, preset="quicknet", top1_error=36.7, top5_error=15.4, width=None)
+    alexnet = rows[rows.model_printed == "BinaryAlexNet"].iloc[0]
+    _check(alexnet, top1_error=63.7, top5_error=38.47)
+    # the printed accuracy is quoted in the note: the stored error is its complement
+    for row in rows.itertuples():
+        printed = float(row.note.split("top-1 ")[1].split(" %")[0])
+        assert math.isclose(row.top1_error, round(100 - printed, 2))

@@ -1,9 +1,10 @@
-"""Binary DenseNets: BinaryDenseNet (Bethge et al.), SoFAR's split BinaryDenseNet51/69, and
-DRF-cCdD / DF-cCdD DenseNet (eq. 12-15).
+"""Binary DenseNets: BinaryDenseNet (Bethge et al.) and larq-zoo's BinaryDenseNet37Dilated,
+SoFAR's split BinaryDenseNet51/69, and DRF-cCdD / DF-cCdD DenseNet (eq. 12-15).
 
 All share one skeleton: a 64-channel stem, stages of blocks that each concatenate new
 feature maps to their input, and full-precision transitions MaxPool(2) -> ReLU -> 1x1 conv
-(BinaryDenseNet's reordered transition, which works at the pooled resolution).
+(BinaryDenseNet's reordered transition, which works at the pooled resolution). The dilated
+variant skips the max-pool before its dilated stages and keeps their resolution.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from sofar_cost.models.layers import (
     DatasetSpec,
     Join,
     StagedNet,
+    imagenet_only,
     stem,
 )
 
 STEM_WIDTH = 64
+
+DILATED_BDN37 = (1, 1, 2, 4)  # larq-zoo's BinaryDenseNet37Dilated, per stage
 
 TransitionRule = Callable[[int, float], int]
 
@@ -44,10 +48,19 @@ def sofar_transition_width(channels: int, reduction: float) -> int:
 class DenseLayer(nn.Module):
     """BN -> sign -> binary 3x3 conv (C -> growth), concatenated to the input."""
 
-    def __init__(self, in_channels: int, growth: int) -> None:
+    def __init__(
+        self, in_channels: int, growth: int, dilation: int = 1, scale_weights: bool = True
+    ) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(in_channels)
-        self.conv = BinaryConv2d(in_channels, growth, 3, padding=1)
+        self.conv = BinaryConv2d(
+            in_channels,
+            growth,
+            3,
+            padding=dilation,
+            dilation=dilation,
+            scale_weights=scale_weights,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, self.conv(self.bn(x))], dim=1)
@@ -114,18 +127,18 @@ class DenseFractalBlock(nn.Module):
 
 
 class Transition(nn.Sequential):
-    """BN -> MaxPool(2) -> ReLU -> full-precision 1x1 conv."""
+    """BN -> MaxPool(2) -> ReLU -> full-precision 1x1 conv (``pool=False``: no max-pool)."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, pool: bool = True) -> None:
         super().__init__(
             nn.BatchNorm2d(in_channels),
-            nn.MaxPool2d(2),
+            *([nn.MaxPool2d(2)] if pool else []),
             nn.ReLU(inplace=True),
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
         )
 
 
-BlockFactory = Callable[[int], nn.Module]
+BlockFactory = Callable[[int, int], nn.Module]  # (in_channels, dilation) -> block
 
 
 def dense_net(
@@ -135,18 +148,21 @@ def dense_net(
     growth: int,
     transition_width: TransitionRule,
     dataset: DatasetSpec,
+    dilations: tuple[int, ...] | None = None,
 ) -> StagedNet:
-    """The shared DenseNet skeleton; ``make_block(in_channels)`` adds ``growth`` channels."""
+    """The shared DenseNet skeleton; ``make_block(in_channels, dilation)`` adds ``growth``
+    channels. A stage with dilation > 1 keeps the resolution: its transition has no pool."""
+    dilations = dilations or (1,) * len(stage_layers)
     stages: list[nn.Module] = []
     channels = STEM_WIDTH
     for index, layers in enumerate(stage_layers):
         modules: list[nn.Module] = []
         if index > 0:
             reduced = transition_width(channels, reductions[index - 1])
-            modules.append(Transition(channels, reduced))
+            modules.append(Transition(channels, reduced, pool=dilations[index] == 1))
             channels = reduced
         for _ in range(layers):
-            modules.append(make_block(channels))
+            modules.append(make_block(channels, dilations[index]))
             channels += growth
         stages.append(nn.Sequential(*modules))
     head = ClassifierHead(
@@ -161,10 +177,27 @@ def binary_densenet(depth: int, growth: int, dataset: DatasetSpec) -> StagedNet:
     return dense_net(
         layers,
         reductions,
-        lambda c: DenseLayer(c, growth),
+        lambda c, _: DenseLayer(c, growth),
         growth,
         bethge_transition_width,
         dataset,
+    )
+
+
+def binary_densenet37_dilated(growth: int, dataset: DatasetSpec) -> StagedNet:
+    """larq-zoo's BinaryDenseNet37Dilated: BinaryDenseNet37 whose last two stages use
+    dilation 2 and 4 instead of pooling (28x28 maps), and plain sign(W) weights (larq's
+    ``SteSign``)."""
+    imagenet_only("binarydensenet37-dilated", dataset)
+    layers, reductions = BDN_CONFIGS[37]
+    return dense_net(
+        layers,
+        reductions,
+        lambda c, d: DenseLayer(c, growth, dilation=d, scale_weights=False),
+        growth,
+        bethge_transition_width,
+        dataset,
+        dilations=DILATED_BDN37,
     )
 
 
@@ -177,7 +210,7 @@ def sofar_binary_densenet(depth: int, growth: int, dataset: DatasetSpec) -> Stag
     return dense_net(
         layers,
         reductions,
-        lambda c: SplitDenseBlock(c, 2 * growth),
+        lambda c, _: SplitDenseBlock(c, 2 * growth),
         2 * growth,
         sofar_transition_width,
         dataset,
@@ -192,7 +225,7 @@ def drf_densenet(
     return dense_net(
         layers,
         reductions,
-        lambda c: DenseFractalBlock(columns, c, growth, residual),
+        lambda c, _: DenseFractalBlock(columns, c, growth, residual),
         growth,
         sofar_transition_width,
         dataset,

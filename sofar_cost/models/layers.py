@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from sofar_cost.binary import BinaryConv2d
+from sofar_cost.errors import SofarError
 
 # re-exported for existing imports; their home is the torch-free .architectures
 from sofar_cost.models.architectures import DATASETS as DATASETS
@@ -42,10 +43,17 @@ class BinaryConvUnit(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int = 1, residual: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        residual: bool = True,
+        scale_weights: bool = True,
     ) -> None:
         super().__init__()
-        self.conv = BinaryConv2d(in_channels, out_channels, 3, stride=stride, padding=1)
+        self.conv = BinaryConv2d(
+            in_channels, out_channels, 3, stride=stride, padding=1, scale_weights=scale_weights
+        )
         self.bn = nn.BatchNorm2d(out_channels)
         self.shortcut: nn.Module | None = None
         if residual:
@@ -59,6 +67,15 @@ class BinaryConvUnit(nn.Module):
         if self.shortcut is not None:
             out = out + self.shortcut(x)
         return out
+
+
+def imagenet_only(name: str, dataset: DatasetSpec) -> None:
+    """The larq-zoo presets are defined for ImageNet only (224x224, 1000 classes)."""
+    if dataset.name != "imagenet":
+        raise SofarError(
+            f"{name} is defined for ImageNet only (224x224, 1000 classes), "
+            f"not {dataset.name}; use --dataset imagenet"
+        )
 
 
 def downsample(in_channels: int, out_channels: int, stride: int = 2) -> nn.Sequential:

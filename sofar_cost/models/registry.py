@@ -165,6 +165,25 @@ PRESET_TABLE: list[ModelSpec] = [
     _fractal_spec("df", 2, 51, _widths(53, 48), ABLATION_NOTE.format("DRF-c2d2 DenseNet51")),
     _fractal_spec("df", 2, 69, _widths(48, 44), ABLATION_NOTE.format("DRF-c2d2 DenseNet69")),
 ]  # fmt: skip
+# larq-zoo 2.4.0 models (ImageNet only). The width is the model's natural base width (first
+# conv / stage width, growth rate): the default reproduces larq-zoo exactly, other widths scale
+# the channels.
+LARQ_ZOO_NOTE = "larq-zoo 2.4.0 architecture (ImageNet only); width = base width"
+PRESET_TABLE += [
+    ModelSpec(name, "larq-zoo", builder, {"imagenet": width}, None, paper, LARQ_ZOO_NOTE)
+    for name, builder, width, paper in (
+        ("binary-alexnet", lazy("alexnet:binary_alexnet"), 64, "BinaryAlexNet"),
+        ("xnornet", lazy("alexnet:xnornet"), 96, "XNORNet"),
+        ("binary-resnet-e18", lazy("bireal:binary_resnet_e"), 64, "BinaryResNetE18"),
+        ("real-to-binary-net", lazy("real_to_binary:real_to_binary_net"), 64, "RealToBinaryNet"),
+        ("binarydensenet37-dilated", lazy("densenet:binary_densenet37_dilated"), 64,
+         "BinaryDenseNet37Dilated"),
+        ("meliusnet22", lazy("meliusnet:meliusnet22"), 64, "MeliusNet22"),
+        ("quicknet-small", lazy("quicknet:quicknet", "quicknet-small"), 32, "QuickNetSmall"),
+        ("quicknet", lazy("quicknet:quicknet", "quicknet"), 64, "QuickNet"),
+        ("quicknet-large", lazy("quicknet:quicknet", "quicknet-large"), 64, "QuickNetLarge"),
+    )
+]  # fmt: skip
 PRESETS: dict[str, ModelSpec] = {spec.name: spec for spec in PRESET_TABLE}
 ALIASES: dict[str, str] = {
     "rf-c3d4": "rf-c3d4-21",
