@@ -18,6 +18,7 @@ from sofar_cost.costs import model_cost
 from sofar_cost.counting import LARQ_COUNTING
 from sofar_cost.errors import SofarError
 from sofar_cost.models import PRESETS, create_model
+
 LARQ_ZOO_MODELS = sorted(n for n, spec in PRESETS.items() if spec.family == "larq-zoo")
 
 PINNED = json.loads((Path(__file__).parent / "data" / "larq_zoo_counts.json").read_text())
