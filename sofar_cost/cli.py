@@ -133,6 +133,7 @@ def solve(
 def bench(
     model: Annotated[str, typer.Argument(help="Model preset to benchmark.")],
     dataset: DatasetOpt = "imagenet",
+    width: WidthOpt = None,
     threads: Annotated[int, typer.Option(help="Threads for the kernels and torch alike.")] = 1,
     repeat: Annotated[int, typer.Option(help="Timed runs per layer (median).")] = 10,
     end_to_end: Annotated[
@@ -148,7 +149,8 @@ def bench(
     from sofar_cost.layer_bench import bench as run_bench  # numba compiles: load on demand
 
     check_format(fmt, TABLE_OR_JSON)
-    render_result(run_bench(model, dataset, threads, repeat, end_to_end, fmt == "table"), fmt)
+    result = run_bench(model, dataset, width, threads, repeat, end_to_end, fmt == "table")
+    render_result(result, fmt)
 
 
 @app.command()

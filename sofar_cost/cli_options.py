@@ -20,7 +20,8 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="imagenet or ci
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json, csv or markdown")]
 TableJsonOpt = Annotated[str, typer.Option("--format", "-f", help="table or json")]
 WidthOpt = Annotated[
-    int | None, typer.Option("--width", help="Override the width of every model.")
+    int | None,
+    typer.Option("--width", help="Width (growth rate) instead of the paper's, for every model."),
 ]
 CountOpt = Annotated[
     list[str] | None,
