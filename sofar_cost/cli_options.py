@@ -58,6 +58,13 @@ def check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> str:
     return fmt
 
 
-def render_result(result: Any, fmt: str) -> None:
-    """Print a :class:`sofar_cost.results.Result` in ``fmt`` (checked against its formats)."""
-    show(result, check_format(fmt, result.formats), wide_console())
+def compute_and_show(
+    fmt: str, compute: Callable[..., Any], *args: Any, formats: tuple[str, ...] = FORMATS,
+    **kwargs: Any,
+) -> Any:
+    """The body of a command: check ``fmt`` (before any costly work), call the one library
+    function, print the :class:`sofar_cost.results.Result` it returns; returns the result."""
+    check_format(fmt, formats)
+    result = compute(*args, **kwargs)
+    show(result, fmt, wide_console())
+    return result
