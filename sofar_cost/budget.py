@@ -14,31 +14,148 @@ A config file holds one or more ``[[model]]`` tables::
     max_flops = 1.7e8
 
 Instead of ``name``, a model may be given by its family: ``family = "rf"`` (or ``f``, ``drf``,
-``df``) with ``columns``, ``depth`` and ``width``. Malformed files raise :class:`ConfigError`
-naming the file, the line where it can be found, and what would be valid.
+``df``) with ``columns``, ``depth`` and ``width``.
+
+Every key's type and range is checked when the file is loaded (no model is built for that),
+and every problem is a :class:`ConfigError` reading ``file:line: what is wrong and what would
+be valid``. ``sofar-cost check`` exits 2 for any of them and 1 only for an exceeded budget.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sofar_cost.costs import model_cost
+from sofar_cost.count_options import METRICS as ON_VALUES
 from sofar_cost.errors import SofarError
-from sofar_cost.models.layers import DATASETS
-from sofar_cost.models.registry import resolve
+from sofar_cost.models.architectures import DATASETS, MAX_FRACTAL_COLUMNS
+from sofar_cost.models.registry import MAX_WIDTH, check_width, fractal_name, resolve
 from sofar_cost.results import Check, CheckReport, ModelResult
-from sofar_cost.solver import METRICS as ON_VALUES
 
-MODEL_KEYS = {"name", "family", "columns", "depth", "width", "dataset", "budget"}
-BUDGET_KEYS = {"within", "on", "tolerance", "max_params_mbit", "max_flops"}
-FAMILIES = ("rf", "f", "drf", "df")
+FAMILIES = tuple(MAX_FRACTAL_COLUMNS)
+LIMITS = {"params": "max_params_mbit", "flops": "max_flops"}
 
 
 class ConfigError(SofarError):
     """A malformed config: exit code 2."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    if not (_is_int(value) or isinstance(value, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float range
+        return False
+
+
+def _one_of(valid: tuple[str, ...] | dict[str, Any]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, str) and value in valid
+        return None if ok else f"must be one of {', '.join(valid)}, got {value!r}"
+
+    return check
+
+
+def _text(value: Any) -> str | None:
+    ok = isinstance(value, str) and value.strip() != ""
+    return None if ok else f"must be a model name (a string), got {value!r}"
+
+
+def _positive_int(value: Any) -> str | None:
+    return None if _is_int(value) and value >= 1 else f"must be a positive integer, got {value!r}"
+
+
+def _width(value: Any) -> str | None:
+    try:
+        check_width(value)
+    except SofarError:
+        return f"must be an integer in 1..{MAX_WIDTH}, got {value!r}"
+    return None
+
+
+def _non_negative(value: Any) -> str | None:
+    ok = _is_finite(value) and value >= 0
+    return None if ok else f"must be a non-negative finite number, got {value!r}"
+
+
+def _table(value: Any) -> str | None:
+    ok = isinstance(value, dict) and value
+    return None if ok else "must be a [model.budget] table with at least one limit"
+
+
+# key -> its check: None when valid, else what is wrong ("must be ..., got ...").
+MODEL_FIELDS: dict[str, Callable[[Any], str | None]] = {
+    "name": _text,
+    "family": _one_of(FAMILIES),
+    "columns": _positive_int,  # and within the family's range, checked below
+    "depth": _positive_int,
+    "width": _width,
+    "dataset": _one_of(DATASETS),
+    "budget": _table,
+}
+BUDGET_FIELDS: dict[str, Callable[[Any], str | None]] = {
+    "within": _text,
+    "on": _one_of(ON_VALUES),
+    "tolerance": _non_negative,
+    "max_params_mbit": _non_negative,
+    "max_flops": _non_negative,
+}
+MODEL_KEYS = set(MODEL_FIELDS)
+BUDGET_KEYS = set(BUDGET_FIELDS)
+
+
+class _Locator:
+    """Finds the line of a key in the n-th [[model]] table, for error messages."""
+
+    HEADER = re.compile(r"^\s*\[\[\s*model\s*\]\]")
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+        self.starts = [i for i, line in enumerate(self.lines) if self.HEADER.match(line)]
+
+    def line(self, index: int, key: str | None = None) -> int:
+        """1-based line of ``key`` in model ``index`` (or of its header)."""
+        start = self.starts[index] if index < len(self.starts) else 0
+        end = self.starts[index + 1] if index + 1 < len(self.starts) else len(self.lines)
+        if key is not None:
+            pattern = re.compile(rf"""^\s*["']?{re.escape(key)}["']?\s*=""")
+            start = next((i for i in range(start, end) if pattern.match(self.lines[i])), start)
+        return start + 1
+
+    def error(self, index: int | None, key: str | None, message: str) -> ConfigError:
+        line = 1 if index is None else self.line(index, key)
+        return ConfigError(f"{self.path}:{line}: {message}")
+
+
+@dataclass(frozen=True)
+class ConfigModel:
+    """One validated ``[[model]]``: what to cost, its limits, and where it was written."""
+
+    label: str
+    model: str  # preset, alias or fractal name
+    dataset: str
+    width: int | None
+    within: str | None
+    on: str
+    tolerance: float
+    limits: dict[str, float]  # metric -> absolute limit
+    path: Path
+    index: int
+    locate: _Locator = field(repr=False, compare=False)
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return self.locate.error(self.index, key, message)
 
 
 def config_files(paths: list[Path]) -> list[Path]:
@@ -46,7 +163,10 @@ def config_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(path.rglob("*.toml"))
+            found = sorted(p for p in path.rglob("*.toml") if p.is_file())
+            if not found:
+                raise ConfigError(f"{path}: no *.toml config in this folder")
+            files += found
         elif path.is_file():
             files.append(path)
         else:
@@ -54,134 +174,136 @@ def config_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-class _Locator:
-    """Finds the line of a key in the n-th [[model]] table, for error messages."""
-
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self.lines = text.splitlines()
-        self.starts = [i for i, line in enumerate(self.lines) if line.strip() == "[[model]]"]
-
-    def error(self, index: int, key: str | None, message: str) -> ConfigError:
-        start = self.starts[index] if index < len(self.starts) else 0
-        end = self.starts[index + 1] if index + 1 < len(self.starts) else len(self.lines)
-        line = start
-        if key is not None:
-            pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
-            line = next((i for i in range(start, end) if pattern.match(self.lines[i])), start)
-        return ConfigError(f"{self.path}:{line + 1}: {message}")
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}:1: not UTF-8 text ({error.reason})") from None
+    except OSError as error:
+        raise ConfigError(f"{path}:1: cannot read: {error.strerror or error}") from None
 
 
-def load_config(path: Path) -> list[dict[str, Any]]:
-    """Parse and validate one file; returns its model entries."""
-    text = path.read_text(encoding="utf-8")
+def load_config(path: Path) -> list[ConfigModel]:
+    """Parse and validate one file: every key's type and range, and every name."""
+    text = _read(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+        found = re.search(r"at line (\d+)", str(error))
+        line = found.group(1) if found else "1"
+        raise ConfigError(f"{path}:{line}: invalid TOML: {error}") from None
     locate = _Locator(path, text)
-    unknown_top = set(data) - {"model"}
+    unknown_top = sorted(set(data) - {"model"})
     if unknown_top:
-        raise ConfigError(
-            f"{path}: unknown top-level key(s) {sorted(unknown_top)}; valid: [[model]]"
-        )
+        raise locate.error(None, None, f"unknown top-level key(s) {unknown_top}; valid: [[model]]")
     models = data.get("model")
     if not isinstance(models, list) or not models:
-        raise ConfigError(f"{path}: no [[model]] table; each config needs at least one")
-    for index, entry in enumerate(models):
-        _validate(entry, index, locate)
-    return models
+        raise locate.error(None, None, "no [[model]] table; each config needs at least one")
+    return [_validate(entry, index, path, locate) for index, entry in enumerate(models)]
 
 
-def _validate(entry: dict[str, Any], index: int, locate: _Locator) -> None:
-    for key in entry:
-        if key not in MODEL_KEYS:
-            raise locate.error(
-                index, key, f"unknown key {key!r}; valid: {', '.join(sorted(MODEL_KEYS))}"
-            )
+def _check_fields(
+    table: dict[str, Any], rules: dict[str, Callable[[Any], str | None]], what: str,
+    fail: Callable[[str | None, str], ConfigError],
+) -> None:
+    """Unknown keys, then each known key's type and range."""
+    for key, value in table.items():
+        if key not in rules:
+            raise fail(key, f"unknown {what}key {key!r}; valid: {', '.join(sorted(rules))}")
+        problem = rules[key](value)
+        if problem is not None:
+            raise fail(key, f"{key} {problem}")
+
+
+def _validate(entry: Any, index: int, path: Path, locate: _Locator) -> ConfigModel:
+    def fail(key: str | None, message: str) -> ConfigError:
+        return locate.error(index, key, message)
+
+    if not isinstance(entry, dict):
+        raise fail(None, f"each model must be a [[model]] table, got {entry!r}")
+    _check_fields(entry, MODEL_FIELDS, "", fail)
     if ("name" in entry) == ("family" in entry):
-        raise locate.error(index, None, "give exactly one of 'name' (a preset) or 'family'")
+        raise fail(None, "give exactly one of 'name' (a preset) or 'family'")
     if "family" in entry:
-        if entry["family"] not in FAMILIES:
-            raise locate.error(index, "family", f"family must be one of {', '.join(FAMILIES)}")
+        family = entry["family"]
         for key in ("columns", "depth", "width"):
             if key not in entry:
-                raise locate.error(
-                    index, None, f"missing field {key!r} for family {entry['family']!r}"
-                )
-    for key in ("width", "columns", "depth"):
-        value = entry.get(key)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 1
-        ):
-            raise locate.error(index, key, f"{key} must be a positive integer, got {value!r}")
+                raise fail(None, f"missing field {key!r} for family {family!r}")
+        if entry["columns"] > MAX_FRACTAL_COLUMNS[family]:
+            raise fail("columns", f"columns must be in 1..{MAX_FRACTAL_COLUMNS[family]} for "
+                                  f"family {family!r}, got {entry['columns']}")  # fmt: skip
+        name, name_key = fractal_name(family, entry["columns"], entry["depth"]), "depth"
+    else:
+        for key in ("columns", "depth"):
+            if key in entry:
+                raise fail(key, f"{key!r} goes with 'family', not with 'name'; drop it")
+        name, name_key = entry["name"], "name"
+    if "budget" not in entry:
+        raise fail(None, "missing field 'budget' ([model.budget] table)")
+    budget = entry["budget"]
+    _check_fields(budget, BUDGET_FIELDS, "budget ", fail)
+    if not ({"within", *LIMITS.values()} & budget.keys()):
+        raise fail(None, "the budget needs 'within' or 'max_params_mbit'/'max_flops'")
+    for key in ("on", "tolerance"):
+        if key in budget and "within" not in budget:
+            raise fail(key, f"{key!r} applies to a baseline: add within = \"MODEL\"")
     dataset = entry.get("dataset", "imagenet")
-    if dataset not in DATASETS:
-        raise locate.error(
-            index, "dataset", f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}"
-        )
-    budget = entry.get("budget")
-    if not isinstance(budget, dict) or not budget:
-        raise locate.error(index, None, "missing field 'budget' ([model.budget] table)")
-    for key, value in budget.items():
-        if key not in BUDGET_KEYS:
-            raise locate.error(
-                index, key, f"unknown budget key {key!r}; valid: {', '.join(sorted(BUDGET_KEYS))}"
-            )
-        numeric = key.startswith("max_") or key == "tolerance"
-        if numeric and (not isinstance(value, int | float) or isinstance(value, bool) or value < 0):
-            raise locate.error(index, key, f"{key} must be a non-negative number, got {value!r}")
-    if not ({"within", "max_params_mbit", "max_flops"} & budget.keys()):
-        raise locate.error(
-            index, None, "the budget needs 'within' or 'max_params_mbit'/'max_flops'"
-        )
-    if "on" in budget and budget["on"] not in ON_VALUES:
-        raise locate.error(index, "on", f"on must be one of {', '.join(ON_VALUES)}")
+    spec = _resolve(name, fail, name_key)
+    if "width" not in entry and not spec.has_default_width(dataset):
+        raise fail(name_key, f"model {spec.name!r} has no default width for {dataset}; "
+                             f"add a width = N key (1..{MAX_WIDTH}) to this [[model]]")  # fmt: skip
+    within = budget.get("within")
+    if within is not None:
+        baseline = _resolve(within, fail, "within")
+        if not baseline.has_default_width(dataset):
+            raise fail("within", f"baseline {baseline.name!r} has no default width for "
+                                 f"{dataset}; within needs a preset")  # fmt: skip
+    return ConfigModel(
+        label=str(entry.get("name", name)), model=name, dataset=dataset,
+        width=entry.get("width"), within=within, on=budget.get("on", "params"),
+        tolerance=float(budget.get("tolerance", 0.0)),
+        limits={m: float(budget[k]) for m, k in LIMITS.items() if k in budget},
+        path=path, index=index, locate=locate,
+    )  # fmt: skip
+
+
+def _resolve(name: str, fail: Callable[[str | None, str], ConfigError], key: str) -> Any:
     try:
-        resolve(_model_name(entry))
-        if "within" in budget:
-            resolve(budget["within"])
+        return resolve(name)
     except SofarError as error:
-        key = "within" if "within" in budget and str(budget["within"]) in str(error) else "name"
-        raise locate.error(
-            index, key if key in entry or key == "within" else None, str(error)
-        ) from None
+        raise fail(key, str(error)) from None
 
 
-def _model_name(entry: dict[str, Any]) -> str:
-    if "name" in entry:
-        return str(entry["name"])
-    columns = entry["columns"]
-    return f"{entry['family']}-c{columns}d{2 ** (columns - 1)}-{entry['depth']}"
+def evaluate(entry: ConfigModel) -> ModelResult:
+    """Cost the model (and its baseline) and compare it with each of its limits."""
+    from sofar_cost.costs import model_cost  # builds models: torch only when costing
 
-
-def evaluate(path: Path, entry: dict[str, Any]) -> ModelResult:
-    """Cost the model and compare it with each of its limits."""
-    dataset = entry.get("dataset", "imagenet")
-    report = model_cost(_model_name(entry), dataset, entry.get("width"))
+    try:
+        report = model_cost(entry.model, entry.dataset, entry.width)
+        baseline = model_cost(entry.within, entry.dataset) if entry.within else None
+    except SofarError as error:
+        raise entry.error("width", str(error)) from None
+    except (RuntimeError, ValueError, ArithmeticError) as error:  # the builder refused
+        raise entry.error("width", f"model {entry.model!r} cannot be built at width "
+                                   f"{entry.width}: {error}") from None  # fmt: skip
     result = ModelResult(
-        str(path), str(entry.get("name", _model_name(entry))), report.model, dataset,
-        int(report.width or 0), report.params_mbit, report.flops,
+        str(entry.path), entry.label, report.model, entry.dataset, int(report.width or 0),
+        report.params_mbit, report.flops,
     )  # fmt: skip
     values = {"params": report.params_mbit, "flops": report.flops}
-    budget = entry["budget"]
-    for metric, key in (("params", "max_params_mbit"), ("flops", "max_flops")):
-        if key in budget:
-            result.checks.append(Check(metric, values[metric], float(budget[key]), "absolute"))
-    if "within" in budget:
-        baseline = model_cost(budget["within"], dataset)
-        scale = 1 + float(budget.get("tolerance", 0.0))
+    for metric, limit in entry.limits.items():
+        result.checks.append(Check(metric, values[metric], limit, "absolute"))
+    if baseline is not None:
         base_values = {"params": baseline.params_mbit, "flops": baseline.flops}
-        for metric in ON_VALUES[budget.get("on", "params")]:
-            result.checks.append(
-                Check(metric, values[metric], base_values[metric] * scale, baseline.model)
-            )
+        for metric in ON_VALUES[entry.on]:
+            limit = base_values[metric] * (1 + entry.tolerance)
+            result.checks.append(Check(metric, values[metric], limit, baseline.model))
     return result
 
 
 def check_configs(paths: list[Path]) -> CheckReport:
-    """``sofar-cost check``: load, validate and cost every config; a malformed file is
-    reported in ``errors`` without hiding the others. A missing path raises ConfigError."""
+    """``sofar-cost check``: load, validate and cost every config; a malformed file (or model)
+    is reported in ``errors`` without hiding the others. A missing path raises ConfigError."""
     report = CheckReport()
     for path in config_files(paths):
         try:
@@ -189,5 +311,9 @@ def check_configs(paths: list[Path]) -> CheckReport:
         except SofarError as error:
             report.errors.append(str(error))
             continue
-        report.results += [evaluate(path, entry) for entry in entries]
+        for entry in entries:
+            try:
+                report.results.append(evaluate(entry))
+            except SofarError as error:
+                report.errors.append(str(error))
     return report

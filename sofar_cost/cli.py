@@ -21,12 +21,9 @@ from sofar_cost.cli_options import (
     FormatOpt,
     TableJsonOpt,
     WidthOpt,
-    check_format,
-    fail,
-    render_result,
+    compute_and_show,
     user_errors,
 )
-from sofar_cost.errors import SofarError
 from sofar_cost.formatting import wide_console
 from sofar_cost.results import TABLE_OR_JSON
 
@@ -66,8 +63,7 @@ def list_command(
     """List model presets (wildcards allowed) with the paper's widths."""
     from sofar_cost.models.registry import preset_list
 
-    check_format(fmt)
-    render_result(preset_list(pattern), fmt)
+    compute_and_show(fmt, preset_list, pattern)
 
 
 @app.command()
@@ -84,9 +80,8 @@ def compare(
     from sofar_cost.costs import compare as compare_models
     from sofar_cost.count_options import CountOptions
 
-    check_format(fmt)
     options = CountOptions.from_flags(count)
-    render_result(compare_models(models, dataset, width, options, per_layer), fmt)
+    compute_and_show(fmt, compare_models, models, dataset, width, options, per_layer)
 
 
 @app.command()
@@ -98,8 +93,7 @@ def table(
     """Rebuild a SoFAR table: our counts, the paper's, and the difference."""
     from sofar_cost.paper_tables import paper_table
 
-    check_format(fmt)
-    render_result(paper_table(name), fmt)
+    compute_and_show(fmt, paper_table, name)
 
 
 @app.command()
@@ -120,12 +114,10 @@ def solve(
     """The largest width whose cost stays within a baseline's (or an absolute) budget."""
     from sofar_cost.solver import solve as solve_model
 
-    check_format(fmt, TABLE_OR_JSON)
-    result = solve_model(
-        model, match=match, dataset=dataset, on=on, budget_mbit=budget_mbit,
-        budget_flops=budget_flops, multiple_of=multiple_of, columns=columns,
+    compute_and_show(
+        fmt, solve_model, model, match=match, dataset=dataset, on=on, budget_mbit=budget_mbit,
+        budget_flops=budget_flops, multiple_of=multiple_of, columns=columns, formats=TABLE_OR_JSON,
     )  # fmt: skip
-    render_result(result, fmt)
 
 
 @app.command()
@@ -133,6 +125,7 @@ def solve(
 def bench(
     model: Annotated[str, typer.Argument(help="Model preset to benchmark.")],
     dataset: DatasetOpt = "imagenet",
+    width: WidthOpt = None,
     threads: Annotated[int, typer.Option(help="Threads for the kernels and torch alike.")] = 1,
     repeat: Annotated[int, typer.Option(help="Timed runs per layer (median).")] = 10,
     end_to_end: Annotated[
@@ -147,8 +140,8 @@ def bench(
     """Time every binary conv layer (or, --end-to-end, the whole net) against torch float32."""
     from sofar_cost.layer_bench import bench as run_bench  # numba compiles: load on demand
 
-    check_format(fmt, TABLE_OR_JSON)
-    render_result(run_bench(model, dataset, threads, repeat, end_to_end, fmt == "table"), fmt)
+    compute_and_show(fmt, run_bench, model, dataset, width, threads, repeat, end_to_end,
+                     fmt == "table", formats=TABLE_OR_JSON)  # fmt: skip
 
 
 @app.command()
@@ -177,6 +170,7 @@ def plot(
 
 
 @app.command()
+@user_errors
 def check(
     paths: Annotated[list[Path], typer.Argument(help="Config files or folders of *.toml.")],
     fmt: TableJsonOpt = "table",
@@ -184,12 +178,7 @@ def check(
     """Check model configs against their budgets: exit 0 all pass, 1 any over, 2 malformed."""
     from sofar_cost.budget import check_configs
 
-    try:
-        check_format(fmt, TABLE_OR_JSON)
-        report = check_configs(paths)
-    except SofarError as error:
-        raise fail(str(error)) from None
-    render_result(report, fmt)
+    report = compute_and_show(fmt, check_configs, paths, formats=TABLE_OR_JSON)
     for line in report.messages():
         typer.echo(line, err=True)
     raise typer.Exit(report.exit_code)

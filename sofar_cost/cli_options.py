@@ -20,7 +20,8 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="imagenet or ci
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json, csv or markdown")]
 TableJsonOpt = Annotated[str, typer.Option("--format", "-f", help="table or json")]
 WidthOpt = Annotated[
-    int | None, typer.Option("--width", help="Override the width of every model.")
+    int | None,
+    typer.Option("--width", help="Width (growth rate) instead of the paper's, for every model."),
 ]
 CountOpt = Annotated[
     list[str] | None,
@@ -57,6 +58,13 @@ def check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> str:
     return fmt
 
 
-def render_result(result: Any, fmt: str) -> None:
-    """Print a :class:`sofar_cost.results.Result` in ``fmt`` (checked against its formats)."""
-    show(result, check_format(fmt, result.formats), wide_console())
+def compute_and_show(
+    fmt: str, compute: Callable[..., Any], *args: Any, formats: tuple[str, ...] = FORMATS,
+    **kwargs: Any,
+) -> Any:
+    """The body of a command: check ``fmt`` (before any costly work), call the one library
+    function, print the :class:`sofar_cost.results.Result` it returns; returns the result."""
+    check_format(fmt, formats)
+    result = compute(*args, **kwargs)
+    show(result, fmt, wide_console())
+    return result

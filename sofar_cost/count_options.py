@@ -20,6 +20,10 @@ COUNT_FLAGS = {
     "bn-params": "batchnorm_params",
 }
 
+# What a budget may constrain (``solve --on``, ``on`` in a config) -> the metrics it checks:
+# the two quantities the formulas below compute.
+METRICS = {"params": ("params",), "flops": ("flops",), "both": ("params", "flops")}
+
 
 @dataclass(frozen=True)
 class CountOptions:

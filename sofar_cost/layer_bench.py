@@ -112,6 +112,7 @@ def bench_model_layers(
 def bench(
     name: str,
     dataset: str = "imagenet",
+    width: int | None = None,
     threads: int = 1,
     repeat: int = 10,
     end_to_end: bool = False,
@@ -120,7 +121,9 @@ def bench(
     """``sofar-cost bench``: per layer, or (``end_to_end``) the whole packed network."""
     check_dataset(dataset)
     if not end_to_end:
-        return bench_model_layers(name, dataset, None, threads, repeat, progress)
+        return bench_model_layers(name, dataset, width, threads, repeat, progress)
+    if width is not None:
+        raise SofarError("--end-to-end times the paper's width; drop --width")
     from sofar_cost.engine import benchmark_end_to_end
 
     return EndToEnd(benchmark_end_to_end(name, dataset, threads, repeat, progress))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sofar_cost.costs import WidthCosts, model_cost
+from sofar_cost.count_options import METRICS
 from sofar_cost.errors import SofarError
 from sofar_cost.models.architectures import MAX_FRACTAL_COLUMNS
 from sofar_cost.models.registry import (
@@ -28,9 +29,6 @@ from sofar_cost.models.registry import (
 )
 from sofar_cost.results import FamilySolve, WidthSolve
 from sofar_cost.tracer import CostReport
-
-# What a budget may constrain (``--on`` here, ``on`` in a config): the metrics checked.
-METRICS = {"params": ("params",), "flops": ("flops",), "both": ("params", "flops")}
 
 
 @dataclass(frozen=True)

@@ -69,21 +69,47 @@ MALFORMED = {
     "unknown_key": (WIDENED.replace("width = 48", "widht = 48"), ":5: unknown key 'widht'"),
     "unknown_preset": (WIDENED.replace('"rf-c4d8-37"', '"rf-c4d9"'), "did you mean"),
     "negative_budget": (WIDENED.replace('within = "bireal18"', "max_params_mbit = -3"),
-                        "must be a non-negative number"),
+                        "must be a non-negative finite number"),
     "missing_budget": (WIDENED.split("[model.budget]")[0], "missing field 'budget'"),
     "missing_family_field": ('[[model]]\nfamily = "rf"\ncolumns = 4\nwidth = 41\n'
                              '[model.budget]\nmax_flops = 1e9\n', "missing field 'depth'"),
     "unknown_baseline": (WIDENED.replace('"bireal18"', '"bireal50"'), "unknown model 'bireal50'"),
     "no_models": ("title = 'x'\n", "unknown top-level key"),
-    "bad_dataset": (WIDENED.replace('"imagenet"', '"mnist"'), "unknown dataset 'mnist'"),
-    "zero_width": (WIDENED.replace("width = 48", "width = 0"), "positive integer"),
+    "bad_dataset": (WIDENED.replace('"imagenet"', '"mnist"'),
+                    ":4: dataset must be one of imagenet, cifar100, got 'mnist'"),
+    "zero_width": (WIDENED.replace("width = 48", "width = 0"),
+                   ":5: width must be an integer in 1..4096, got 0"),
+    # found by a new user (issue 16): each used to end in a traceback or a wrong number
+    "no_default_width": (WIDENED.replace('"rf-c4d8-37"', '"rf-c6d32-133"').replace(
+        "width = 48\n", ""), ":3: model 'rf-c6d32-133' has no default width for imagenet; "
+        "add a width = N key"),
+    "huge_width": (WIDENED.replace("width = 48", "width = 100000"),
+                   ":5: width must be an integer in 1..4096, got 100000"),
+    "nan_tolerance": (WIDENED + "tolerance = nan\n",
+                      ":8: tolerance must be a non-negative finite number, got nan"),
+    "inf_limit": (WIDENED + "max_flops = inf\n", ":8: max_flops must be a non-negative finite"),
+    "float_width": (WIDENED.replace("width = 48", "width = 48.0"), ":5: width must be an integer"),
+    "string_width": (WIDENED.replace("width = 48", 'width = "48"'), ":5: width must be an integer"),
+    "budget_not_a_table": (WIDENED.split("[model.budget]")[0] + "budget = 3\n",
+                           ":6: budget must be a [model.budget] table"),
+    "on_without_within": (WIDENED.replace('within = "bireal18"', 'on = "flops"\nmax_flops = 1e9'),
+                          ":7: 'on' applies to a baseline"),
+    "family_columns": ('[[model]]\nfamily = "drf"\ncolumns = 5\ndepth = 51\nwidth = 41\n'
+                       '[model.budget]\nmax_flops = 1e9\n', ":3: columns must be in 1..4"),
+    "family_depth": ('[[model]]\nfamily = "rf"\ncolumns = 4\ndepth = 36\nwidth = 41\n'
+                     '[model.budget]\nmax_flops = 1e9\n', ":4: no RF-c4 ResNet has depth 36"),
+    "baseline_without_width": (WIDENED.replace('"bireal18"', '"rf-c6d32-133"'),
+                               ":7: baseline 'rf-c6d32-133' has no default width"),
+    "not_utf8": ("\udcff", ":1: not UTF-8 text"),
+    "bad_toml_line": ('[[model]]\nname = "bireal18"\nwidth = \n', ":3: invalid TOML"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_configs_exit_2_naming_the_file(tmp_path: Path, case: str) -> None:
     text, message = MALFORMED[case]
-    path = write(tmp_path, text, f"{case}.toml")
+    path = tmp_path / f"{case}.toml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
     code, out = check(str(path))
     assert code == 2, out
     assert f"{path}" in out and message in out
@@ -98,6 +124,8 @@ def test_a_malformed_file_does_not_hide_the_others(tmp_path: Path) -> None:
     assert len(report["errors"]) == 1 and report["models"][0]["passed"]
 
 
-def test_missing_path() -> None:
+def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
     code, out = check("no/such/dir")
     assert code == 2 and "no such file or folder" in out
+    code, out = check(str(tmp_path))
+    assert code == 2 and "no *.toml config in this folder" in out
