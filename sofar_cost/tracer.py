@@ -29,6 +29,7 @@ from torch.utils._pytree import tree_flatten
 
 from sofar_cost.binary import has_binary_input, is_binary_layer
 from sofar_cost.counting import BATCHNORM_MODULES, CountOptions, categorize
+from sofar_cost.dynamo_free import defer_dynamo_import
 
 
 @dataclass
@@ -245,19 +246,19 @@ def trace(
     """
     options = options or CountOptions()
     layers: dict[int, LayerCost] = {}
-    order: list[LayerCost] = []
+    ran: dict[int, LayerCost] = {}  # by module id, in first-run order (identity, not ==)
     for fqn, module in model.named_modules():
         layer = LayerCost(fqn or "(model)", type(module).__name__, is_binary_layer(module))
         layer.fp_params, layer.binary_params = module_param_counts(module, options)
         layers[id(module)] = layer
 
+    defer_dynamo_import(_CostMode.__torch_dispatch__)  # saves ~2 s on a process's first trace
     mode = _CostMode(options, layers)
 
     def enter(module: nn.Module, _inputs: Any) -> None:
         if id(module) not in layers:  # a module created inside forward: give it a row
             layers[id(module)] = LayerCost(type(module).__name__, type(module).__name__, False)
-        if layers[id(module)] not in order:
-            order.append(layers[id(module)])
+        ran.setdefault(id(module), layers[id(module)])
         mode.stack.append(module)
 
     def leave(module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -279,12 +280,12 @@ def trace(
         pre.remove()
         post.remove()
         model.train(was_training)
-    unseen = [layer for layer in layers.values() if layer not in order]
+    unseen = [layer for key, layer in layers.items() if key not in ran]
     return CostReport(
         name or type(model).__name__,
         dataset,
         width,
-        [*order, *unseen],
+        [*ran.values(), *unseen],
         options,
         mode.peak_bytes,
     )

@@ -19,6 +19,7 @@ from tests.conftest import cost
 runner = CliRunner()
 
 
+@pytest.mark.slow  # times every layer (end to end: the whole net) once
 def test_bench_json_contract() -> None:
     result = runner.invoke(app, ["bench", "bireal18", "-d", "cifar100", "--repeat", "1",
                                  "-f", "json"])  # fmt: skip
@@ -53,6 +54,7 @@ def test_bench_bad_threads() -> None:
     assert result.exit_code == 2 and "--threads must be at least 1" in result.output
 
 
+@pytest.mark.slow  # times every layer (end to end: the whole net) once
 def test_bench_end_to_end_json_contract() -> None:
     result = runner.invoke(app, ["bench", "rf-c3d4", "-d", "cifar100", "--end-to-end",
                                  "--repeat", "1", "-f", "json"])  # fmt: skip

@@ -186,15 +186,20 @@ for n, cin, cout, size, stride, pad in [(2, 70, 13, 9, 2, 1), (1, 20, 6, 40, 1, 
 """
 
 
+@pytest.mark.slow  # a fresh process compiling every kernel for Haswell: ~15 s on a fresh clone
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64")
                     or not set(HASWELL.replace("+", "").split(","))
                     <= set(llvm.get_host_cpu_features().flatten().replace("+", "").split(",")),
                     reason="needs an x86-64 CPU with AVX2")
-def test_scalar_popcount_variant_matches_torch(tmp_path: Path) -> None:
+def test_scalar_popcount_variant_matches_torch(request: pytest.FixtureRequest,
+                                               tmp_path: Path) -> None:
     """The variant for CPUs without vector popcount, compiled for Haswell in a subprocess
-    (its own Numba cache), so that machines with AVX-512 test it too."""
+    (its own Numba cache, kept in pytest's cache folder so that only a fresh clone pays the
+    compile), so that machines with AVX-512 test it too."""
+    cache = getattr(request.config, "cache", None)
+    cache_dir = cache.mkdir("numba-haswell") if cache is not None else tmp_path
     env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL,
-               NUMBA_CACHE_DIR=str(tmp_path))
+               NUMBA_CACHE_DIR=str(cache_dir))
     run = subprocess.run([sys.executable, "-c", SCALAR_CHECK], env=env, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]

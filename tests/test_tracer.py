@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -60,16 +62,20 @@ def _fvcore_macs(model: nn.Module, x: torch.Tensor) -> int:
     return int(analysis.total())
 
 
-@pytest.mark.parametrize("name", ["bireal18", "rf-c3d4-21", "bdn51", "drf-c2d2-51"])
+@pytest.mark.parametrize("name", ["bireal18", "rf-c3d4-21",  # fvcore runs DenseNets slowly
+                                  pytest.param("bdn51", marks=pytest.mark.slow),
+                                  pytest.param("drf-c2d2-51", marks=pytest.mark.slow)])
 def test_full_precision_models_agree_with_fvcore(name: str) -> None:
     torch.manual_seed(0)
     model = set_binarization(create_model(name, "cifar100"), False)
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.randn(1, 3, 16, 16)  # a small input (global pool): fvcore runs the model on CPU
     ours = trace(model, tuple(x.shape))
     assert ours.binary_macs == 0
     assert ours.fp_macs == _fvcore_macs(model, x)
     # the binary model does the same multiplications, only split by precision
-    binary = cost(name, "cifar100")
+    with torch.device("meta"):
+        binary = trace(create_model(name, "cifar100"), tuple(x.shape))
+    assert binary.binary_macs > 0
     assert binary.fp_macs + binary.binary_macs == ours.fp_macs
 
 
@@ -173,3 +179,28 @@ def test_trace_restores_training_mode_and_works_on_cpu() -> None:
     assert model.training
     assert report.binary_macs == cost("rf-c3d4-21", "cifar100", 8).binary_macs
     assert isinstance(model.stages[0][0].column.conv, BinaryConv2d)
+
+
+NO_DYNAMO_CHECK = """
+import sys
+import torch
+from sofar_cost.costs import model_cost
+from sofar_cost.counting import CountOptions
+from sofar_cost.tracer import _CostMode
+first = model_cost("rf-c4d8", "cifar100")
+assert "torch._dynamo" not in sys.modules, "a trace imported torch._dynamo"
+import torch._dynamo  # once loaded (torch.compile in use), torch's real disabler takes over
+again = model_cost("rf-c4d8", "cifar100", options=CountOptions(pooling=True))  # not cached
+assert (again.fp_macs, again.binary_macs) == (first.fp_macs, first.binary_macs)
+raw = _CostMode.__torch_dispatch__.__wrapped__
+assert raw.__dynamo_disable.__module__.startswith("torch._dynamo"), raw.__dynamo_disable
+"""
+
+
+@pytest.mark.slow  # a fresh Python process importing torch
+def test_trace_does_not_import_dynamo() -> None:
+    """``compare``'s start-up: a fresh process traces without the ~2 s ``torch._dynamo`` import
+    (see sofar_cost.dynamo_free), and hands over to torch's disabler once dynamo is loaded."""
+    run = subprocess.run([sys.executable, "-c", NO_DYNAMO_CHECK], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
