@@ -349,17 +349,23 @@ def bench(
             help="Time the whole network: packed kernels vs torch fp32 vs simulated binary.",
         ),
     ] = False,
+    kernel: Annotated[
+        str,
+        typer.Option(help="Popcount path: auto, avx512, avx2 or scalar (others compile for a "
+                     "CPU without the newer instructions, in a subprocess)."),
+    ] = "auto",
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """Time every binary conv layer (or, --end-to-end, the whole net) against torch float32."""
     check_format(fmt, ("table", "json"))
     check_dataset(dataset)
     if end_to_end:
-        _bench_end_to_end(model, dataset, threads, repeat, fmt)
+        _bench_end_to_end(model, dataset, threads, repeat, fmt, kernel)
         return
     from sofar_cost.layer_bench import bench_model_layers  # numba compiles: load on demand
 
-    result = bench_model_layers(model, dataset, None, threads, repeat, progress=fmt == "table")
+    result = bench_model_layers(model, dataset, None, threads, repeat, progress=fmt == "table",
+                                kernel=kernel)
     if fmt == "json":
         print(to_json(result))
         return
@@ -376,15 +382,18 @@ def bench(
     console.print(
         f"total: XNOR {result['total_ms_xnor']:.2f} ms, torch fp32 "
         f"{result['total_ms_torch_fp32']:.2f} ms, speed-up {result['total_speedup']:.1f}x "
-        f"(worst layer {result['worst_speedup']:.1f}x); popcount ceiling "
-        f"{result['popcount_ceiling_gmacs_per_s']:.0f} G binary MACs/s per core"
+        f"(worst layer {result['worst_speedup']:.1f}x); popcount ceilings (G binary MACs/s "
+        "per core): " + ", ".join(f"{v} {g:.0f}" for v, g in result["popcount_ceilings"].items())
     )
 
 
-def _bench_end_to_end(model: str, dataset: str, threads: int, repeat: int, fmt: str) -> None:
-    from sofar_cost.engine import benchmark_end_to_end  # numba compiles: load on demand
+def _bench_end_to_end(model: str, dataset: str, threads: int, repeat: int, fmt: str,
+                      kernel: str) -> None:
+    from sofar_cost.kernels.targets import call_with_kernel  # numba compiles: load on demand
 
-    result = benchmark_end_to_end(model, dataset, threads, repeat, progress=fmt == "table")
+    result = call_with_kernel(kernel, "sofar_cost.engine:benchmark_end_to_end", name=model,
+                              dataset=dataset, threads=threads, repeat=repeat,
+                              progress=fmt == "table" and kernel == "auto")
     if fmt == "json":
         print(to_json(result))
         return

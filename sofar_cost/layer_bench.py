@@ -1,8 +1,12 @@
 """Per-layer kernel timings of a whole model, next to its analytic costs (``sofar-cost bench``).
 
 Each binary conv layer of the model is timed on the packed kernel and on torch float32 conv2d
-with the same shape and thread count, in one run. Layers of identical shape are timed once
-(a 149-layer RF net has only a handful of distinct shapes) and the timing is shared.
+with the same shape and thread count, in one run, the two sides in interleaved rounds
+(:func:`sofar_cost.kernels.bench.paired_median_ms`) with their quartiles as the spread.
+Layers of identical shape are timed once (a 149-layer RF net has only a handful of distinct
+shapes) and the timing is shared. ``kernel`` picks the popcount code path (``auto``,
+``avx512``, ``avx2``, ``scalar``); one other than this process compiles runs in a
+subprocess compiled for it (:mod:`sofar_cost.kernels.targets`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from torch import nn
 from sofar_cost.binary import is_binary_layer
 from sofar_cost.costs import input_shape
 from sofar_cost.errors import SofarError
-from sofar_cost.kernels import kernel_variant, measure_popcount_ceiling
+from sofar_cost.kernels import kernel_variant, popcount_ceilings
 from sofar_cost.kernels.bench import ConvShape, benchmark_layers, thread_count
+from sofar_cost.kernels.targets import KERNELS, call_with_kernel
 from sofar_cost.models.registry import create_model
 
 
@@ -63,8 +68,22 @@ def bench_model_layers(
     threads: int = 1,
     repeat: int = 10,
     progress: bool = True,
+    kernel: str = "auto",
 ) -> dict[str, Any]:
-    """Time every binary conv layer of a preset; the ``bench --format json`` contract."""
+    """Time every binary conv layer of a preset; the ``bench --format json`` contract.
+
+    ``popcount_ceilings`` holds the one-thread ceiling of every popcount variant the
+    compile target can run (G binary MACs/s), measured in the same run; per layer,
+    ``ceiling_fraction`` is against the kernel's own variant and
+    ``scalar_ceiling_fraction`` against ``scalar-popcnt`` (the baseline a vector path
+    must beat), both per thread used.
+    """
+    if kernel != "auto" and kernel not in KERNELS:
+        raise SofarError(f"unknown kernel {kernel!r} (valid: auto, {', '.join(KERNELS)})")
+    if kernel != "auto":  # in a subprocess when this process compiles another variant
+        return call_with_kernel(kernel, "sofar_cost.layer_bench:bench_model_layers", name=name,
+                                dataset=dataset, width=width, threads=threads, repeat=repeat,
+                                progress=False)
     if threads < 1:
         raise SofarError(f"--threads must be at least 1, got {threads}")
     if repeat < 1:
@@ -78,7 +97,9 @@ def bench_model_layers(
     results = benchmark_layers(unique, threads, repeat, progress)
     timed = {_shape_key(s): r for s, r in zip(unique, results, strict=True)}
     with thread_count(1):
-        ceiling = measure_popcount_ceiling(seconds=0.3)
+        ceilings = popcount_ceilings(seconds=0.3)
+    ceiling = ceilings[kernel_variant()] * 1e9
+    scalar = ceilings.get("scalar-popcnt")
     layers = []
     for shape in shapes:
         result = timed[_shape_key(shape)]
@@ -97,6 +118,11 @@ def bench_model_layers(
             "gmacs_per_s": result["gmacs_per_s"],
             "speedup": result["speedup"],
             "ceiling_fraction": result["gmacs_per_s"] * 1e9 / (ceiling * threads),
+            "scalar_ceiling_fraction": (None if scalar is None
+                                        else result["gmacs_per_s"] / (scalar * threads)),
+            "ms_xnor_iqr": result["ms_xnor_iqr"],
+            "ms_torch_fp32_iqr": result["ms_torch_fp32_iqr"],
+            "speedup_iqr": result["speedup_iqr"],
         })  # fmt: skip
     total_xnor = sum(layer["ms_xnor"] for layer in layers)
     total_torch = sum(layer["ms_torch_fp32"] for layer in layers)
@@ -106,6 +132,8 @@ def bench_model_layers(
         "threads": threads,
         "kernel_variant": kernel_variant(),
         "popcount_ceiling_gmacs_per_s": ceiling / 1e9,
+        "popcount_ceilings": ceilings,
+        "rounds": repeat,
         "layers": layers,
         "total_binary_macs": sum(layer["binary_macs"] for layer in layers),
         "total_ms_xnor": total_xnor,

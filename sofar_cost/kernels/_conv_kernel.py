@@ -166,9 +166,9 @@ def conv_kernel(
     """Binary conv2d by XOR + popcount, written into ``out`` [N, Cout_pad, plane] int32.
 
     xf: flat packed input (image n, word k starts at ``(n * words + k) * in_plane``);
-    wt: [Cout_pad, words, taps] weight words; offsets: word offset of each tap (a tuple, so
-    the step unrolls over taps). Output pixel q of a plane (``length`` pixels, row length
-    ``Wq``) is ``base[c, q % Wq + ...] - 2 * sum popcount``, computed by :func:`quad_step`
+    wt: [Cout_pad, words, taps * WEIGHT_LANES] weight words (:func:`kernel_weights`);
+    offsets: word offset of each tap (a tuple, so the step unrolls over taps). Output pixel q
+    of a plane (``length`` pixels, row length ``Wq``) is ``base[c, q % Wq + ...] - 2 * sum popcount``, computed by :func:`quad_step`
     for 8 pixels x 4 channels at a time: each loaded input vector meets four channels'
     weights (2 channels measured 75% of the popcount ceiling on the 56x56 layer, 4 channels
     82-86%, 8 far less).
@@ -193,30 +193,23 @@ def conv_kernel(
     chunk = chunk_length(length)
     n_chunks = (length + chunk - 1) // chunk
     groups = _groups(n_img * n_chunks, quads)
-    quad_words = CHANNELS * words * taps
     for task in prange(n_img * n_chunks * groups):
         n = task // (n_chunks * groups)
         q0 = (task // groups) % n_chunks * chunk
         group = task % groups
         nq = min(chunk, length - q0)  # stepped in whole vectors: planes have slack
-        w_quad = np.empty(quad_words * WEIGHT_LANES if WEIGHT_LANES > 1 else 0, np.uint64)
         for quad in range(group * quads // groups, (group + 1) * quads // groups):
             c0 = CHANNELS * quad
             dst = (n * cout_pad + c0) * plane + q0
-            w_src, w_quad_at = wf, c0 * words * taps
-            if WEIGHT_LANES > 1:  # the quad's weights, each repeated (see quad_step)
-                for i in range(quad_words):
-                    w_quad[i * WEIGHT_LANES : (i + 1) * WEIGHT_LANES] = wf[w_quad_at + i]
-                w_src, w_quad_at = w_quad, 0
             for k in range(words):
                 x_at = (n * words + k) * in_plane + q0
-                w_at = w_quad_at + k * taps
+                w_at = (c0 * words + k) * taps
                 if k == 0:  # start from the padding-corrected base values
                     src, src_at, src_row = basef, c0 * base.shape[1] + q0 % row_len, base.shape[1]
                 else:
                     src, src_at, src_row = outf, dst, plane
                 for q in range(0, nq, LANES):
-                    quad_step(xf, x_at + q, offsets, w_src, w_at, words * taps,
+                    quad_step(xf, x_at + q, offsets, wf, w_at, words * taps,
                               src, src_at + q, src_row, outf, dst + q, plane)
             for r in range(q0 // row_len, min((q0 + nq - 1) // row_len + 1, len(row_class))):
                 cls = row_class[r]
@@ -228,6 +221,14 @@ def conv_kernel(
                         row = out[n, c, lo:hi]
                         for i in range(hi - lo):
                             row[i] -= fix[i]
+
+
+def kernel_weights(words: np.ndarray) -> np.ndarray:
+    """Packed weights [Cout_pad, words, taps] as :func:`conv_kernel` reads them: each word
+    ``WEIGHT_LANES`` times in a row (see :func:`.popcount.weight_lanes`)."""
+    if WEIGHT_LANES == 1:
+        return words
+    return np.ascontiguousarray(np.repeat(words, WEIGHT_LANES, axis=-1))
 
 
 @njit(cache=True)

@@ -69,11 +69,14 @@ def quad_step(typingctx, x, x_at, offsets, w, w_at, w_row, src, src_at, src_row,
         x_taps = [builder.add(index(1), context.cast(builder, builder.extract_value(args[2], t),
                                                      offsets.dtype, types.intp))
                   for t in range(offsets.count)]
-        sums = emit_channel_counts(
-            builder, lambda t, q: builder.gep(x_data, [builder.add(x_taps[t], ir.Constant(_I64, q))]),
-            lambda j, t: builder.gep(w_data, [builder.mul(at(index(4), index(5), j, t),
-                                                          ir.Constant(_I64, WEIGHT_LANES))]),
-            CHANNELS, offsets.count, LANES)
+        def x_at(t, q):  # tap t's input word for pixel q
+            return builder.gep(x_data, [builder.add(x_taps[t], ir.Constant(_I64, q))])
+
+        def w_at(j, t):  # channel j's weight word for tap t (WEIGHT_LANES copies)
+            return builder.gep(w_data, [builder.mul(at(index(4), index(5), j, t),
+                                                    ir.Constant(_I64, WEIGHT_LANES))])
+
+        sums = emit_channel_counts(builder, x_at, w_at, CHANNELS, offsets.count, LANES)
         counts_vector = ir.VectorType(ir.IntType(32), LANES)
         one = ir.Constant(counts_vector, [1] * LANES)
         for j, total in enumerate(sums):
