@@ -168,10 +168,11 @@ def conv_kernel(
     xf: flat packed input (image n, word k starts at ``(n * words + k) * in_plane``);
     wt: [Cout_pad, words, taps * WEIGHT_LANES] weight words (:func:`kernel_weights`);
     offsets: word offset of each tap (a tuple, so the step unrolls over taps). Output pixel q
-    of a plane (``length`` pixels, row length ``Wq``) is ``base[c, q % Wq + ...] - 2 * sum popcount``, computed by :func:`quad_step`
-    for 8 pixels x 4 channels at a time: each loaded input vector meets four channels'
-    weights (2 channels measured 75% of the popcount ceiling on the 56x56 layer, 4 channels
-    82-86%, 8 far less).
+    of a plane (``length`` pixels, row length ``Wq``) is
+    ``base[c, q % Wq + ...] - 2 * sum popcount``, computed by :func:`quad_step` for 8 pixels
+    x 4 channels at a time: each loaded input vector meets four channels' weights (2
+    channels measured 75% of the popcount ceiling on the 56x56 layer, 4 channels 82-86%, 8
+    far less).
 
     Tasks are (image, chunk of pixels, group of channel quads), see :func:`chunk_length`
     and :func:`_groups`; within a task the chunk's input window stays in L1 while every
