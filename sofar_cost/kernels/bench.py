@@ -9,18 +9,22 @@ input. Thread counts are set for Numba and torch together and restored afterward
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 import torch
 from rich.progress import Progress
 
 from .conv import PackedBinaryConv2d
+from .popcount import cpu_features, kernel_variant, popcount_ceilings
 
 __all__ = [
     "BIREAL18_SHAPES",
@@ -29,6 +33,8 @@ __all__ = [
     "benchmark_conv",
     "benchmark_layers",
     "best_of_rounds",
+    "cpu_info",
+    "kernel_report",
     "median_ms",
     "paired_median_ms",
     "quartiles",
@@ -240,3 +246,66 @@ def benchmark_layers(shapes: Sequence[ConvShape], threads: int = 1, repeat: int 
             results.append(benchmark_conv(shape, threads, repeat))
             bar.advance(task)
     return results
+
+
+def cpu_info() -> dict:
+    """Model name, core count and the SIMD features (of the compile target) that matter
+    for the variant choice."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    interesting = ("popcnt", "avx2", "avx512f", "avx512vpopcntdq")
+    return {
+        "model": model,
+        "llvm_cpu": numba.config.CPU_NAME or llvm.get_host_cpu_name(),
+        "features_overridden": numba.config.CPU_FEATURES is not None,
+        "logical_cpus": os.cpu_count(),
+        "features": sorted(f for f in cpu_features() if f in interesting),
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numba": numba.__version__,
+    }
+
+
+def kernel_report(thread_counts: list[int], repeat: int, ceiling_seconds: float, rounds: int,
+                  shapes: Sequence[ConvShape] | None = None, progress: bool = True) -> dict:
+    """The kernel benchmark of ``benchmarks/bench_kernels.py`` (JSON-able): ``rounds``
+    passes over every thread count and shape, each row keeping each side's best round
+    (:func:`best_of_rounds`), with every runnable variant's popcount ceiling measured before
+    and after (the best of the two), and each row's rate as a percentage of the kernel's own
+    ceiling and of the ``scalar-popcnt`` one (per thread used)."""
+    shapes = list(BIREAL18_SHAPES + BIREAL18_STRIDE2_SHAPES if shapes is None else shapes)
+    with thread_count(1):
+        ceilings = popcount_ceilings(ceiling_seconds)
+    passes: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(rounds):
+        for n in thread_counts:
+            for row in benchmark_layers(shapes, threads=n, repeat=repeat, progress=progress):
+                passes.setdefault((row["name"], n), []).append(row)
+    with thread_count(1):
+        after = popcount_ceilings(ceiling_seconds)
+    ceilings = {v: max(g, after[v]) for v, g in ceilings.items()}
+    own, scalar = ceilings[kernel_variant()], ceilings.get("scalar-popcnt")
+    rows = [best_of_rounds(found) for found in passes.values()]
+    one = {r["name"]: r["ms_xnor"] for r in rows if r["threads"] == 1}
+    for r in rows:
+        r["pct_of_ceiling"] = 100 * r["gmacs_per_s"] / (own * r["threads"])
+        if scalar is not None:
+            r["pct_of_scalar_ceiling"] = 100 * r["gmacs_per_s"] / (scalar * r["threads"])
+        if r["name"] in one:
+            r["scaling_vs_1_thread"] = one[r["name"]] / r["ms_xnor"]
+    return {
+        "cpu": cpu_info(),
+        "variant": kernel_variant(),
+        "popcount_ceiling_gmacs_per_s_1_thread": own,
+        "popcount_ceilings": ceilings,
+        "repeat": repeat,
+        "rounds": rounds,
+        "results": rows,
+    }
