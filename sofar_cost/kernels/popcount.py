@@ -13,15 +13,20 @@ sums over taps). The variants, fastest first (:data:`VARIANTS`):
   1, 2, 4, ... (a full adder is 5 bitwise ops on 3 vectors and leaves 2, so 9 taps become 4
   planes); each plane is counted per byte by nibble lookup (``vpshufb``) in a table already
   multiplied by the plane's weight, all planes adding into one byte accumulator; one
-  ``vpsadbw`` per 4 lanes finally sums the bytes of each 64-bit lane. Per 4 words that is
-  about 7 vector ops against 12 scalar ones (XOR, ``popcnt``, add per word). Why not one
-  lookup per word: LLVM's own ``ctpop`` on AVX2 does that (shift, 2 masks, 2 ``vpshufb``,
-  ``vpsadbw``, add per vector) and measured ~20% slower than scalar ``popcnt``; the tree cuts
-  the lookups per 9 taps from 9 to 4 and ``vpsadbw`` runs once per 9 taps, not per word
-  (Muła, Kurz and Lemire 2018 measured AVX2 Harley-Seal at about twice scalar ``popcnt``).
+  ``vpsadbw`` per 4 lanes finally sums the bytes of each 64-bit lane. That is about 66
+  vector ops per 9 taps x 4 lanes, 1.8 per word against 3 scalar ones (XOR, ``popcnt``,
+  add). Why not one lookup per word: LLVM's own ``ctpop`` on AVX2 (the ``generic`` variant
+  there) does that, shift, 2 masks, 2 ``vpshufb``, ``vpsadbw`` and add per vector, and
+  measured ~20% slower than scalar ``popcnt``; the tree cuts the lookups per 9 taps from 9
+  to 4, and ``vpsadbw`` runs once per 9 taps. One channel of the step's four is counted
+  with scalar ``popcnt`` meanwhile, on the integer ALUs (see :func:`emit_channel_counts`).
+  Muła, Kurz and Lemire (2018) measured AVX2 Harley-Seal at about twice scalar ``popcnt`` on
+  Intel, where ``popcnt`` issues once per cycle; Zen 3/4 issue it 4 times per cycle, which
+  leaves the vector path about 1.4-1.6x (ceilings) there.
 * ``scalar-popcnt`` (x86 without AVX2): single words with the ``popcnt`` instruction as
   inline assembly, so that LLVM does not replace it by its slower vector emulation.
-* ``generic``: other architectures get plain ``llvm.ctpop``.
+* ``generic``: plain ``llvm.ctpop`` on vectors, as LLVM lowers it for the target (other
+  architectures; on x86 it is listed for comparison only).
 
 The kernels use the first variant the CPU Numba compiles for can run (:func:`kernel_variant`;
 :func:`popcount_ceilings` measures them all). It depends only on the CPU features Numba keys

@@ -9,8 +9,11 @@ weights are loaded inside the step, which LLVM turns into embedded-broadcast ope
 one thread, convolution alone): 512ch 7x7 from 59% to 73% of the popcount ceiling,
 256 -> 512 stride 2 from 54% to 70%, 256ch 14x14 from 72% to 78%.
 
-On CPUs without vector popcount (the ``scalar-popcnt`` variant) each pixel's words are
-counted with scalar ``popcntq`` and only the small epilogue uses vectors.
+How the words are counted depends on the popcount variant (:func:`.popcount.emit_channel_counts`):
+``vpopcntq`` on 8-word vectors with AVX-512; with AVX2, a carry-save tree and nibble
+lookup on 4-word registers for three channels and scalar ``popcntq`` for the fourth, the
+weights then read as 4 copies each (:data:`WEIGHT_LANES`); on CPUs without AVX2 each pixel's
+words are counted with scalar ``popcntq`` and only the small epilogue uses vectors.
 """
 
 from __future__ import annotations
