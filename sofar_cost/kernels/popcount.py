@@ -25,8 +25,8 @@ sums over taps). The variants, fastest first (:data:`VARIANTS`):
   leaves the vector path about 1.4-1.6x (ceilings) there.
 * ``scalar-popcnt`` (x86 without AVX2): single words with the ``popcnt`` instruction as
   inline assembly, so that LLVM does not replace it by its slower vector emulation.
-* ``generic``: plain ``llvm.ctpop`` on vectors, as LLVM lowers it for the target (other
-  architectures; on x86 it is listed for comparison only).
+* ``generic``: plain ``llvm.ctpop`` on vectors, as LLVM lowers it (other architectures,
+  and x86 CPUs without ``popcnt``).
 
 The kernels use the first variant the CPU Numba compiles for can run (:func:`kernel_variant`;
 :func:`popcount_ceilings` measures them all). It depends only on the CPU features Numba keys
@@ -72,6 +72,10 @@ _NEEDS = {  # CPU features each variant's code needs
 _I64 = ir.IntType(64)
 _BYTES = ir.VectorType(ir.IntType(8), 32)  # one AVX2 register
 _HALF = ir.VectorType(_I64, 4)  # the same, as 64-bit lanes
+# (channel, 4-lane half) slots of the ``avx2-carry-save`` step counted with scalar popcnt:
+# 2 of 8 (one channel) measured 1.04-1.23x the scalar ceiling on 56x56x64 (Zen 4, 4 runs),
+# 0 (all vector) 1.00-1.10x, 3 only 1.01-1.02x; 1 was within the noise of 2.
+SCALAR_SLOTS = 2
 _MAX_TAPS = 31  # per byte accumulator: 31 words x 8 bits = 248 < 256
 
 
@@ -85,10 +89,11 @@ def cpu_features() -> set[str]:
 
 def runnable_variants(features: set[str] | None = None) -> list[str]:
     """The variants whose code the target CPU (or one with ``features``) can run, fastest
-    first. The x86 ones only on x86."""
+    first: the x86 ones on x86 (``scalar-popcnt`` needs only ``popcnt``), else ``generic``."""
     features = cpu_features() if features is None else features
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
-    return [v for v in VARIANTS if _NEEDS[v] <= features and (x86 or v == "generic")]
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ["generic"]
+    return [v for v in VARIANTS if v != "generic" and _NEEDS[v] <= features] or ["generic"]
 
 
 def kernel_variant() -> str:
@@ -146,14 +151,14 @@ def emit_channel_counts(builder: ir.IRBuilder, x_at: Callable[[int, int], ir.Val
 
     ``avx512-vpopcntdq`` and ``generic`` load each tap's ``lanes`` words as one vector and
     keep it for all channels. ``scalar-popcnt`` counts word by word and gathers the sums into
-    vectors. ``avx2-carry-save`` counts all channels but the last on AVX2 registers (4 lanes
-    each) and the last word by word with scalar ``popcnt``, whose pixels are emitted between
-    the vector trees: the integer ALUs count in parallel with the vector units (on Zen 4,
-    56x56x64: 1.19-1.22x the scalar ceiling against 1.00-1.10x with all channels on vectors,
-    5 interleaved runs). Its input words are reloaded from L1 for every channel, by volatile
-    loads so that LLVM cannot merge the reloads: kept for all channels, 9 taps x 2 registers
-    did not fit in AVX2's 16, and the spill stores and reloads halved the speed (AVX-512 has
-    32 registers and keeps them).
+    vectors. ``avx2-carry-save`` counts on AVX2 registers (4 lanes each) except the last
+    :data:`SCALAR_SLOTS` (channel, half) slots, which it counts word by word with scalar
+    ``popcnt`` between the vector trees: the integer ALUs count in parallel with the vector
+    units. All its input words are reloaded from L1 for every channel by volatile loads, so
+    that LLVM cannot merge the reloads: kept for all channels, 9 taps x 2 registers did not
+    fit in AVX2's 16, and the spill stores and reloads halved the speed (AVX-512 has 32
+    registers and keeps them); plain loads for the scalar words let LLVM merge them with
+    the vector loads, and the kernel ran at 0.75x the scalar ceiling instead of 1.2x.
     """
     if variant == "scalar-popcnt":
         ws = [[builder.load(w_at(j, t)) for t in range(taps)] for j in range(channels)]
@@ -166,22 +171,27 @@ def emit_channel_counts(builder: ir.IRBuilder, x_at: Callable[[int, int], ir.Val
         def load(ptr: ir.Value, typ: ir.Type = _HALF) -> ir.Value:
             return _volatile(builder.load(builder.bitcast(ptr, typ.as_pointer()), align=8))
 
-        def scalar_pixel(q: int) -> ir.Value:
+        def scalar_count(j: int, q: int) -> ir.Value:
             return emit_lane_counts(builder, [builder.xor(load(x_at(t, q), _I64), builder.load(
-                w_at(channels - 1, t))) for t in range(taps)], variant)
+                w_at(j, t))) for t in range(taps)], variant)
 
-        halves = lanes // 4
-        slots = (channels - 1) * halves  # vector trees, with scalar pixels spread among them
-        sums, pixels = [], []
-        for j in range(channels - 1):
-            parts = []
-            for h in range(halves):
-                parts.append(_carry_save_counts(builder, [builder.xor(
-                    load(x_at(t, 4 * h)), load(w_at(j, t))) for t in range(taps)]))
-                while len(pixels) < lanes * (j * halves + h + 1) // slots:
-                    pixels.append(scalar_pixel(len(pixels)))
-            sums.append(_concat(builder, parts))
-        return [*sums, _gather(builder, pixels)]
+        # (channel, 4-lane half) slots: the last SCALAR_SLOTS on scalar popcnt, their
+        # words counted between the vector trees of the others
+        slots = [(j, h) for j in range(channels) for h in range(0, lanes, 4)]
+        vector_slots, scalar_slots = slots[:-SCALAR_SLOTS], slots[-SCALAR_SLOTS:]
+        pending = [(j, h + i) for j, h in scalar_slots for i in range(4)]
+        parts: dict[tuple[int, int], ir.Value] = {}
+        counts: dict[tuple[int, int], ir.Value] = {}
+        for n, (j, h) in enumerate(vector_slots):
+            parts[j, h] = _carry_save_counts(builder, [builder.xor(
+                load(x_at(t, h)), load(w_at(j, t))) for t in range(taps)])
+            while len(counts) < len(pending) * (n + 1) // len(vector_slots):
+                j_q = pending[len(counts)]
+                counts[j_q] = scalar_count(*j_q)
+        for j, h in scalar_slots:
+            parts[j, h] = _gather(builder, [counts[j, h + i] for i in range(4)])
+        return [_concat(builder, [parts[j, h] for h in range(0, lanes, 4)])
+                for j in range(channels)]
     copies = weight_lanes(variant)
     vector = ir.VectorType(_I64, lanes)
     weight = ir.VectorType(_I64, copies) if copies > 1 else _I64
