@@ -192,14 +192,19 @@ def emit_channel_counts(builder: ir.IRBuilder, x_at: Callable[[int, int], ir.Val
             parts[j, h] = _gather(builder, [counts[j, h + i] for i in range(4)])
         return [_concat(builder, [parts[j, h] for h in range(0, lanes, 4)])
                 for j in range(channels)]
-    copies = weight_lanes(variant)
     vector = ir.VectorType(_I64, lanes)
-    weight = ir.VectorType(_I64, copies) if copies > 1 else _I64
+    ws = [[builder.load(w_at(j, t)) for t in range(taps)] for j in range(channels)]
     xs = [builder.load(builder.bitcast(x_at(t, 0), vector.as_pointer()), align=8)
           for t in range(taps)]
-    return [emit_lane_counts(builder, [builder.xor(x, splat(builder, builder.load(
-        builder.bitcast(w_at(j, t), weight.as_pointer()), align=8), lanes))
-        for t, x in enumerate(xs)], variant) for j in range(channels)]
+    splats = [[splat(builder, w, lanes) for w in w_taps] for w_taps in ws]
+    sums = []  # xor, count, add tap by tap: all xors first measured ~3% slower (Zen 4)
+    for w_taps in splats:
+        total = None
+        for x, w in zip(xs, w_taps, strict=True):
+            count = emit_popcount(builder, builder.xor(x, w), variant)
+            total = count if total is None else builder.add(total, count)
+        sums.append(total)
+    return sums
 
 
 def _gather(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
