@@ -278,19 +278,18 @@ def kernel_report(thread_counts: list[int], repeat: int, ceiling_seconds: float,
     """The kernel benchmark of ``benchmarks/bench_kernels.py`` (JSON-able): ``rounds``
     passes over every thread count and shape, each row keeping each side's best round
     (:func:`best_of_rounds`), with every runnable variant's popcount ceiling measured before
-    and after (the best of the two), and each row's rate as a percentage of the kernel's own
+    each pass (the best of them), and each row's rate as a percentage of the kernel's own
     ceiling and of the ``scalar-popcnt`` one (per thread used)."""
     shapes = list(BIREAL18_SHAPES + BIREAL18_STRIDE2_SHAPES if shapes is None else shapes)
-    with thread_count(1):
-        ceilings = popcount_ceilings(ceiling_seconds)
     passes: dict[tuple[str, int], list[dict]] = {}
+    ceilings: dict[str, float] = {}
     for _ in range(rounds):
+        with thread_count(1):  # in every pass, each variant keeps its best (as the rows do)
+            for v, g in popcount_ceilings(ceiling_seconds).items():
+                ceilings[v] = max(g, ceilings.get(v, 0.0))
         for n in thread_counts:
             for row in benchmark_layers(shapes, threads=n, repeat=repeat, progress=progress):
                 passes.setdefault((row["name"], n), []).append(row)
-    with thread_count(1):
-        after = popcount_ceilings(ceiling_seconds)
-    ceilings = {v: max(g, after[v]) for v, g in ceilings.items()}
     own, scalar = ceilings[kernel_variant()], ceilings.get("scalar-popcnt")
     rows = [best_of_rounds(found) for found in passes.values()]
     one = {r["name"]: r["ms_xnor"] for r in rows if r["threads"] == 1}

@@ -15,14 +15,14 @@ sums over taps). The variants, fastest first (:data:`VARIANTS`):
   multiplied by the plane's weight, all planes adding into one byte accumulator; one
   ``vpsadbw`` per 4 lanes finally sums the bytes of each 64-bit lane. That is about 66
   vector ops per 9 taps x 4 lanes, 1.8 per word against 3 scalar ones (XOR, ``popcnt``,
-  add). Why not one lookup per word: LLVM's own ``ctpop`` on AVX2 (the ``generic`` variant
-  there) does that, shift, 2 masks, 2 ``vpshufb``, ``vpsadbw`` and add per vector, and
-  measured ~20% slower than scalar ``popcnt``; the tree cuts the lookups per 9 taps from 9
+  add). Why not one lookup per word: LLVM's own ``ctpop`` on AVX2 does that (shift, 2
+  masks, 2 ``vpshufb``, ``vpsadbw`` and add per vector) and measured ~20% slower than scalar
+  ``popcnt``; the tree cuts the lookups per 9 taps from 9
   to 4, and ``vpsadbw`` runs once per 9 taps. One channel of the step's four is counted
   with scalar ``popcnt`` meanwhile, on the integer ALUs (see :func:`emit_channel_counts`).
   Muła, Kurz and Lemire (2018) measured AVX2 Harley-Seal at about twice scalar ``popcnt`` on
   Intel, where ``popcnt`` issues once per cycle; Zen 3/4 issue it 4 times per cycle, which
-  leaves the vector path about 1.4-1.6x (ceilings) there.
+  leaves the vector path about 1.3-1.6x (ceilings, Zen 4) there.
 * ``scalar-popcnt`` (x86 without AVX2): single words with the ``popcnt`` instruction as
   inline assembly, so that LLVM does not replace it by its slower vector emulation.
 * ``generic``: plain ``llvm.ctpop`` on vectors, as LLVM lowers it (other architectures,
@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -128,12 +128,15 @@ def emit_popcount(builder: ir.IRBuilder, value: ir.Value, variant: str = VARIANT
     return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), [value])
 
 
-def emit_lane_counts(builder: ir.IRBuilder, words: list[ir.Value],
+def emit_lane_counts(builder: ir.IRBuilder, words: Iterable[ir.Value],
                      variant: str = VARIANT) -> ir.Value:
     """IR for ``sum(popcount(w) for w in words)``, lane-wise if ``words`` are ``i64``
-    vectors (the result has their type; ``avx2-carry-save`` takes ``<4 x i64>`` vectors)."""
-    if variant == "avx2-carry-save" and isinstance(words[0].type, ir.VectorType):
-        return _carry_save_counts(builder, words)
+    vectors (the result has their type; ``avx2-carry-save`` takes ``<4 x i64>`` vectors).
+    ``words`` may be a generator: each word's IR is then emitted just before its count."""
+    if variant == "avx2-carry-save":
+        words = list(words)
+        if isinstance(words[0].type, ir.VectorType):
+            return _carry_save_counts(builder, words)
     total = None
     for word in words:
         count = emit_popcount(builder, word, variant)
@@ -197,14 +200,10 @@ def emit_channel_counts(builder: ir.IRBuilder, x_at: Callable[[int, int], ir.Val
     xs = [builder.load(builder.bitcast(x_at(t, 0), vector.as_pointer()), align=8)
           for t in range(taps)]
     splats = [[splat(builder, w, lanes) for w in w_taps] for w_taps in ws]
-    sums = []  # xor, count, add tap by tap: all xors first measured ~3% slower (Zen 4)
-    for w_taps in splats:
-        total = None
-        for x, w in zip(xs, w_taps, strict=True):
-            count = emit_popcount(builder, builder.xor(x, w), variant)
-            total = count if total is None else builder.add(total, count)
-        sums.append(total)
-    return sums
+    # xor, count, add tap by tap (a generator): all xors first measured ~3% slower (Zen 4)
+    return [emit_lane_counts(builder, (builder.xor(x, w) for x, w in
+                                       zip(xs, w_taps, strict=True)), variant)
+            for w_taps in splats]
 
 
 def _gather(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
