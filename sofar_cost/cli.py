@@ -135,13 +135,18 @@ def bench(
             help="Time the whole network: packed kernels vs torch fp32 vs simulated binary.",
         ),
     ] = False,
+    kernel: Annotated[
+        str,
+        typer.Option(help="Popcount path: auto, avx512, avx2 or scalar (others compile for a "
+                     "CPU without the newer instructions, in a subprocess)."),
+    ] = "auto",
     fmt: TableJsonOpt = "table",
 ) -> None:
     """Time every binary conv layer (or, --end-to-end, the whole net) against torch float32."""
     from sofar_cost.layer_bench import bench as run_bench  # numba compiles: load on demand
 
     compute_and_show(fmt, run_bench, model, dataset, width, threads, repeat, end_to_end,
-                     fmt == "table", formats=TABLE_OR_JSON)  # fmt: skip
+                     fmt == "table", kernel, formats=TABLE_OR_JSON)  # fmt: skip
 
 
 @app.command()

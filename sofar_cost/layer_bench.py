@@ -1,8 +1,12 @@
 """Per-layer kernel timings of a whole model, next to its analytic costs (``sofar-cost bench``).
 
 Each binary conv layer of the model is timed on the packed kernel and on torch float32 conv2d
-with the same shape and thread count, in one run. Layers of identical shape are timed once
-(a 149-layer RF net has only a handful of distinct shapes) and the timing is shared.
+with the same shape and thread count, in one run, the two sides in interleaved rounds
+(:func:`sofar_cost.kernels.bench.paired_median_ms`) with their quartiles as the spread.
+Layers of identical shape are timed once (a 149-layer RF net has only a handful of distinct
+shapes) and the timing is shared. ``kernel`` picks the popcount code path (``auto``,
+``avx512``, ``avx2``, ``scalar``); one other than this process compiles runs in a
+subprocess compiled for it (:mod:`sofar_cost.kernels.targets`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from sofar_cost.binary import is_binary_layer
 from sofar_cost.costs import input_shape
 from sofar_cost.count_options import CountOptions
 from sofar_cost.errors import SofarError
-from sofar_cost.kernels import kernel_variant, measure_popcount_ceiling
+from sofar_cost.kernels import kernel_variant, popcount_ceilings
 from sofar_cost.kernels.bench import ConvShape, benchmark_layers, thread_count
 from sofar_cost.kernels.conv import check_module
+from sofar_cost.kernels.targets import KERNELS, call_with_kernel
 from sofar_cost.models.registry import check_dataset, create_model
 from sofar_cost.results import EndToEnd, LayerBench
 
@@ -62,22 +67,41 @@ def bench_model_layers(
     threads: int = 1,
     repeat: int = 10,
     progress: bool = True,
+    kernel: str = "auto",
 ) -> LayerBench:
-    """Time every binary conv layer of a preset (``sofar-cost bench``)."""
+    """Time every binary conv layer of a preset (``sofar-cost bench``).
+
+    ``popcount_ceilings`` holds the one-thread ceiling of every popcount variant the
+    compile target can run (G binary MACs/s), measured in the same run; per layer,
+    ``ceiling_fraction`` is against the kernel's own variant and
+    ``scalar_ceiling_fraction`` against ``scalar-popcnt`` (the baseline a vector path
+    must beat), both per thread used.
+    """
     if threads < 1:
         raise SofarError(f"--threads must be at least 1, got {threads}")
     if repeat < 1:
         raise SofarError(f"--repeat must be at least 1, got {repeat}")
+    if kernel != "auto" and kernel not in KERNELS:
+        raise SofarError(f"unknown kernel {kernel!r} (valid: auto, {', '.join(KERNELS)})")
+    if kernel != "auto":  # in a subprocess when this process compiles another variant
+        return LayerBench(**call_with_kernel(
+            kernel, "sofar_cost.layer_bench:bench_model_layers", name=name, dataset=dataset,
+            width=width, threads=threads, repeat=repeat, progress=False))
     with torch.device("meta"):
         model = create_model(name, dataset, width)
     shapes = binary_conv_shapes(model, input_shape(dataset))
     if not shapes:
         raise SofarError(f"model {name!r} has no binary conv layer to benchmark")
     unique = list({_shape_key(s): s for s in shapes}.values())
+    with thread_count(1):
+        before = popcount_ceilings(seconds=0.15)
     results = benchmark_layers(unique, threads, repeat, progress)
     timed = {_shape_key(s): r for s, r in zip(unique, results, strict=True)}
-    with thread_count(1):
-        ceiling = measure_popcount_ceiling(seconds=0.3)
+    with thread_count(1):  # before and after the layers, the better: the machine drifts
+        ceilings = {v: max(g, g_after) for (v, g), g_after in
+                    zip(before.items(), popcount_ceilings(seconds=0.15).values(), strict=True)}
+    ceiling = ceilings[kernel_variant()] * 1e9
+    scalar = ceilings.get("scalar-popcnt")
     layers = []
     for shape in shapes:
         result = timed[_shape_key(shape)]
@@ -96,11 +120,17 @@ def bench_model_layers(
             "gmacs_per_s": result["gmacs_per_s"],
             "speedup": result["speedup"],
             "ceiling_fraction": result["gmacs_per_s"] * 1e9 / (ceiling * threads),
+            "scalar_ceiling_fraction": (None if scalar is None
+                                        else result["gmacs_per_s"] / (scalar * threads)),
+            "ms_xnor_iqr": result["ms_xnor_iqr"],
+            "ms_torch_fp32_iqr": result["ms_torch_fp32_iqr"],
+            "speedup_iqr": result["speedup_iqr"],
         })  # fmt: skip
     total_xnor = sum(layer["ms_xnor"] for layer in layers)
     total_torch = sum(layer["ms_torch_fp32"] for layer in layers)
     return LayerBench(
-        model.sofar_name, dataset, threads, kernel_variant(), ceiling / 1e9, layers,
+        model.sofar_name, dataset, threads, kernel_variant(), ceiling / 1e9, ceilings,
+        repeat, layers,
         total_binary_macs=sum(layer["binary_macs"] for layer in layers),
         total_ms_xnor=total_xnor,
         total_ms_torch_fp32=total_torch,
@@ -117,13 +147,14 @@ def bench(
     repeat: int = 10,
     end_to_end: bool = False,
     progress: bool = True,
+    kernel: str = "auto",
 ) -> LayerBench | EndToEnd:
     """``sofar-cost bench``: per layer, or (``end_to_end``) the whole packed network."""
     check_dataset(dataset)
     if not end_to_end:
-        return bench_model_layers(name, dataset, width, threads, repeat, progress)
+        return bench_model_layers(name, dataset, width, threads, repeat, progress, kernel)
     if width is not None:
         raise SofarError("--end-to-end times the paper's width; drop --width")
-    from sofar_cost.engine import benchmark_end_to_end
-
-    return EndToEnd(benchmark_end_to_end(name, dataset, threads, repeat, progress))
+    return EndToEnd(call_with_kernel(kernel, "sofar_cost.engine:benchmark_end_to_end", name=name,
+                                     dataset=dataset, threads=threads, repeat=repeat,
+                                     progress=progress and kernel == "auto"))

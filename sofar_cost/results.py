@@ -347,6 +347,8 @@ class LayerBench(Result):
     threads: int
     kernel_variant: str
     popcount_ceiling_gmacs_per_s: float
+    popcount_ceilings: dict[str, float]  # every variant this compile target runs, G/s per core
+    rounds: int
     layers: list[dict[str, Any]]
     total_binary_macs: int
     total_ms_xnor: float
@@ -374,8 +376,8 @@ class LayerBench(Result):
         return [
             f"total: XNOR {self.total_ms_xnor:.2f} ms, torch fp32 "
             f"{self.total_ms_torch_fp32:.2f} ms, speed-up {self.total_speedup:.1f}x "
-            f"(worst layer {self.worst_speedup:.1f}x); popcount ceiling "
-            f"{self.popcount_ceiling_gmacs_per_s:.0f} G binary MACs/s per core"
+            f"(worst layer {self.worst_speedup:.1f}x); popcount ceilings (G binary MACs/s "
+            "per core): " + ", ".join(f"{v} {g:.0f}" for v, g in self.popcount_ceilings.items())
         ]
 
 

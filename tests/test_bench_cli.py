@@ -25,10 +25,13 @@ def test_bench_json_contract() -> None:
                                  "-f", "json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert {"layers", "total_ms_xnor", "total_ms_torch_fp32", "kernel_variant"} <= out.keys()
+    assert {"layers", "total_ms_xnor", "total_ms_torch_fp32", "kernel_variant",
+            "popcount_ceilings"} <= out.keys()
+    assert out["kernel_variant"] in out["popcount_ceilings"]
     assert len(out["layers"]) == 16
     for layer in out["layers"]:
-        assert {"name", "binary_macs", "ms_xnor", "ms_torch_fp32"} <= layer.keys()
+        assert {"name", "binary_macs", "ms_xnor", "ms_torch_fp32", "ms_xnor_iqr",
+                "ms_torch_fp32_iqr", "speedup_iqr"} <= layer.keys()
         assert layer["ms_xnor"] > 0 and layer["ms_torch_fp32"] > 0
     assert sum(layer["binary_macs"] for layer in out["layers"]) == cost(
         "bireal18", "cifar100"
@@ -52,6 +55,11 @@ def test_unsupported_layer_is_named() -> None:
 def test_bench_bad_threads() -> None:
     result = runner.invoke(app, ["bench", "bireal18", "--threads", "0"])
     assert result.exit_code == 2 and "--threads must be at least 1" in result.output
+
+
+def test_bench_unknown_kernel() -> None:
+    result = runner.invoke(app, ["bench", "bireal18", "--kernel", "neon"])
+    assert result.exit_code == 2 and "unknown kernel 'neon'" in result.output
 
 
 @pytest.mark.slow  # times every layer (end to end: the whole net) once

@@ -46,6 +46,7 @@ KEYS = {
                      "passed", "checks"},
     "check.checks": {"metric", "value", "limit", "source", "passed", "excess"},
     "bench": {"model", "dataset", "threads", "kernel_variant", "popcount_ceiling_gmacs_per_s",
+              "popcount_ceilings", "rounds",
               "layers", "total_binary_macs", "total_ms_xnor", "total_ms_torch_fp32",
               "total_speedup", "worst_speedup"},
 }  # fmt: skip

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from sofar_cost.errors import SofarError
 from sofar_cost.kernels import (
     PackedBinaryConv2d,
     PackedBinaryLinear,
@@ -21,8 +22,18 @@ from sofar_cost.kernels import (
     measure_popcount_ceiling,
     pack_activations,
     pack_weights,
+    popcount_ceilings,
+    runnable_variants,
 )
-from sofar_cost.kernels.bench import ConvShape, benchmark_conv, best_of_rounds
+from sofar_cost.kernels.bench import (
+    ConvShape,
+    benchmark_conv,
+    best_of_rounds,
+    paired_median_ms,
+    quartiles,
+)
+from sofar_cost.kernels.popcount import VARIANTS, _xor_popcount_sum, weight_lanes
+from sofar_cost.kernels.targets import KERNELS, kernel_env
 
 
 def sign(t: torch.Tensor) -> torch.Tensor:
@@ -152,12 +163,56 @@ def test_wrong_input_channels_raise() -> None:
 
 
 def test_variant_ceiling_and_benchmark_api() -> None:
-    assert kernel_variant() in {"avx512-vpopcntdq", "scalar-popcnt", "generic"}
+    assert kernel_variant() == runnable_variants()[0]
+    assert set(runnable_variants()) <= set(VARIANTS)
     assert measure_popcount_ceiling(seconds=0.05) > 0
-    result = benchmark_conv(ConvShape("tiny", 8, 8, 6, 6), threads=1, repeat=2)
-    for key in ("name", "binary_macs", "ms_xnor", "ms_torch_fp32", "gmacs_per_s", "speedup"):
+    result = benchmark_conv(ConvShape("tiny", 8, 8, 6, 6), threads=1, repeat=3)
+    for key in ("name", "binary_macs", "ms_xnor", "ms_torch_fp32", "gmacs_per_s", "speedup",
+                "ms_xnor_iqr", "ms_torch_fp32_iqr", "speedup_iqr"):
         assert key in result
     assert result["binary_macs"] == 8 * 8 * 36 * 9
+    q1, q3 = result["speedup_iqr"]
+    assert q1 <= q3
+
+
+def test_every_runnable_variant_counts_exactly() -> None:
+    """The ceiling benchmark's block is each variant's counting code (the convolution
+    step's, for ``avx2-carry-save`` the carry-save tree and nibble lookup): its total must be
+    the true popcount sum, for every variant this CPU can run, in this process."""
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 2**64, size=2 * 72, dtype=np.uint64)
+    a[:9] = np.uint64(2**64 - 1)  # full words: byte counts at their largest
+    for variant in runnable_variants():
+        m = rng.integers(0, 2**64, size=4, dtype=np.uint64)
+        want = sum(int(np.bitwise_count(a ^ mj).sum()) for mj in m)
+        got = _xor_popcount_sum(variant)(a.copy(), np.repeat(m, weight_lanes(variant)), 1)
+        assert got == want, variant
+    assert set(popcount_ceilings(seconds=0.02)) == set(runnable_variants())
+
+
+def test_paired_timing_interleaves_and_reports_spread() -> None:
+    calls: list[str] = []
+    timed = paired_median_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                             rounds=4, warmup=1)
+    assert calls[2:] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # rotated order per round
+    for summary in timed.values():
+        assert len(summary["rounds_ms"]) == 4
+        assert summary["min_ms"] <= summary["q1_ms"] <= summary["median_ms"]
+        assert summary["median_ms"] <= summary["q3_ms"] <= summary["max_ms"]
+    assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 4.0)
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        paired_median_ms({"a": lambda: None}, rounds=0)
+
+
+def test_kernel_choice_errors_and_targets() -> None:
+    with pytest.raises(SofarError, match="unknown kernel 'neon'"):
+        kernel_env("neon")
+    assert kernel_env("auto") is None
+    for kernel, variant in KERNELS.items():
+        if variant in runnable_variants() and variant != kernel_variant():
+            env = kernel_env(kernel)
+            features = set(env["NUMBA_CPU_FEATURES"].split(","))
+            assert "+avx512f" not in features and env["NUMBA_CACHE_DIR"]
 
 
 def test_best_of_rounds_keeps_each_sides_best_and_recomputes_rates() -> None:
@@ -174,32 +229,50 @@ def test_best_of_rounds_keeps_each_sides_best_and_recomputes_rates() -> None:
 
 # Enough of Haswell's features for Numba to compile for it: AVX2 and scalar popcnt only.
 HASWELL = "+avx,+avx2,+popcnt,+sse4.2,+fma,+bmi,+bmi2,+cx16,+lzcnt,+movbe,+f16c"
-SCALAR_CHECK = """
+# Sandy Bridge: AVX without AVX2, so scalar popcnt.
+SANDYBRIDGE = "+avx,+popcnt,+sse4.2,+cx16"
+VARIANT_CHECK = """
+import sys
 import numpy as np, torch
 from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant
-assert kernel_variant() == "scalar-popcnt", kernel_variant()
-for n, cin, cout, size, stride, pad in [(2, 70, 13, 9, 2, 1), (1, 20, 6, 40, 1, 1)]:
-    x, w = torch.randn(n, cin, size, size), torch.randn(cout, cin, 3, 3)
+from sofar_cost.kernels._conv_kernel import conv_kernel
+assert kernel_variant() == sys.argv[1], kernel_variant()
+for n, cin, cout, size, k, stride, pad in [(2, 70, 13, 9, 3, 2, 1), (1, 20, 6, 40, 3, 1, 1),
+                                           (1, 130, 9, 11, 7, 1, 3), (1, 200, 5, 6, 1, 1, 0)]:
+    x, w = torch.randn(n, cin, size, size), torch.randn(cout, cin, k, k)
+    x[0, :, 0, 0] = 1.0  # all-ones words: the largest byte counts
+    w[0] = 1.0
     sx, sw = torch.where(x >= 0, 1.0, -1.0), torch.where(w >= 0, 1.0, -1.0)
     ref = torch.nn.functional.conv2d(sx, sw, stride=stride, padding=pad).numpy()
     np.testing.assert_array_equal(PackedBinaryConv2d.from_weight(w, stride, pad)(x), ref)
+asm = "".join(conv_kernel.inspect_asm().values())  # compiled just now: fresh cache
+assert "zmm" not in asm and "vpopcnt" not in asm, "AVX-512 code in a non-AVX-512 build"
+assert ("vpshufb" in asm) == (sys.argv[1] == "avx2-carry-save")
 """
 
 
-@pytest.mark.slow  # a fresh process compiling every kernel for Haswell: ~15 s on a fresh clone
+def _host_has(features: str) -> bool:
+    host = set(llvm.get_host_cpu_features().flatten().replace("+", "").split(","))
+    return set(features.replace("+", "").split(",")) <= host
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64")
-                    or not set(HASWELL.replace("+", "").split(","))
-                    <= set(llvm.get_host_cpu_features().flatten().replace("+", "").split(",")),
-                    reason="needs an x86-64 CPU with AVX2")
-def test_scalar_popcount_variant_matches_torch(request: pytest.FixtureRequest,
-                                               tmp_path: Path) -> None:
-    """The variant for CPUs without vector popcount, compiled for Haswell in a subprocess
-    (its own Numba cache, kept in pytest's cache folder so that only a fresh clone pays the
-    compile), so that machines with AVX-512 test it too."""
+                    or not _host_has(HASWELL), reason="needs an x86-64 CPU with AVX2")
+@pytest.mark.parametrize(("cpu", "features", "variant"),
+                         [("haswell", HASWELL, "avx2-carry-save"),
+                          ("sandybridge", SANDYBRIDGE, "scalar-popcnt")])
+def test_x86_variants_match_torch(request: pytest.FixtureRequest, tmp_path: Path, cpu: str,
+                                  features: str, variant: str) -> None:
+    """The variants for CPUs without vector popcount, compiled for Haswell (AVX2) and Sandy
+    Bridge (no AVX2) in a subprocess with its own Numba cache, so that machines with
+    AVX-512 test them too: exact against torch on 3x3, 7x7 (49 taps: two carry-save trees)
+    and 1x1 layers, and no AVX-512 instruction in the generated code. The Numba cache is
+    kept in pytest's cache folder, so that only a fresh clone pays the compile."""
     cache = getattr(request.config, "cache", None)
-    cache_dir = cache.mkdir("numba-haswell") if cache is not None else tmp_path
-    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL,
+    cache_dir = cache.mkdir(f"numba-{cpu}") if cache is not None else tmp_path
+    env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features,
                NUMBA_CACHE_DIR=str(cache_dir))
-    run = subprocess.run([sys.executable, "-c", SCALAR_CHECK], env=env, capture_output=True,
-                         text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-c", VARIANT_CHECK, variant], env=env,
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]

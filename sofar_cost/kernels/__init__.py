@@ -12,7 +12,13 @@ from .packing import (
     pack_activations,
     pack_weights,
 )
-from .popcount import cpu_features, kernel_variant, measure_popcount_ceiling
+from .popcount import (
+    cpu_features,
+    kernel_variant,
+    measure_popcount_ceiling,
+    popcount_ceilings,
+    runnable_variants,
+)
 
 __all__ = [
     "PackedActivations",
@@ -27,4 +33,6 @@ __all__ = [
     "n_words",
     "pack_activations",
     "pack_weights",
+    "popcount_ceilings",
+    "runnable_variants",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .quad_step import CHANNELS, LANES, quad_step
+from .quad_step import CHANNELS, LANES, WEIGHT_LANES, quad_step
 from .sign_bits import sign_word
 
 CHUNK = 1024  # most output pixels per task: the chunk's input window stays in L1
@@ -166,12 +166,13 @@ def conv_kernel(
     """Binary conv2d by XOR + popcount, written into ``out`` [N, Cout_pad, plane] int32.
 
     xf: flat packed input (image n, word k starts at ``(n * words + k) * in_plane``);
-    wt: [Cout_pad, words, taps] weight words; offsets: word offset of each tap (a tuple, so
-    the step unrolls over taps). Output pixel q of a plane (``length`` pixels, row length
-    ``Wq``) is ``base[c, q % Wq + ...] - 2 * sum popcount``, computed by :func:`quad_step`
-    for 8 pixels x 4 channels at a time: each loaded input vector meets four channels'
-    weights (2 channels measured 75% of the popcount ceiling on the 56x56 layer, 4 channels
-    82-86%, 8 far less).
+    wt: [Cout_pad, words, taps * WEIGHT_LANES] weight words (:func:`kernel_weights`);
+    offsets: word offset of each tap (a tuple, so the step unrolls over taps). Output pixel q
+    of a plane (``length`` pixels, row length ``Wq``) is
+    ``base[c, q % Wq + ...] - 2 * sum popcount``, computed by :func:`quad_step` for 8 pixels
+    x 4 channels at a time: each loaded input vector meets four channels' weights (2
+    channels measured 75% of the popcount ceiling on the 56x56 layer, 4 channels 82-86%, 8
+    far less).
 
     Tasks are (image, chunk of pixels, group of channel quads), see :func:`chunk_length`
     and :func:`_groups`; within a task the chunk's input window stays in L1 while every
@@ -221,6 +222,14 @@ def conv_kernel(
                         row = out[n, c, lo:hi]
                         for i in range(hi - lo):
                             row[i] -= fix[i]
+
+
+def kernel_weights(words: np.ndarray) -> np.ndarray:
+    """Packed weights [Cout_pad, words, taps] as :func:`conv_kernel` reads them: each word
+    ``WEIGHT_LANES`` times in a row (see :func:`.popcount.weight_lanes`)."""
+    if WEIGHT_LANES == 1:
+        return words
+    return np.ascontiguousarray(np.repeat(words, WEIGHT_LANES, axis=-1))
 
 
 @njit(cache=True)

@@ -1,23 +1,30 @@
 """Benchmark API: packed binary conv vs torch float32 conv2d on the same layer shapes.
 
-Used by ``benchmarks/bench_kernels.py`` and the CLI. Timings are medians over ``repeat``
-runs after warm-up; the packed timing includes packing the float input. Thread counts are
-set for Numba and torch together and restored afterwards.
+Used by ``benchmarks/bench_kernels.py`` and the CLI. The two sides are timed in interleaved
+rounds (:func:`paired_median_ms`): on a shared VM whose speed drifts by up to 1.8x within
+seconds, both sides then see the same drift, so one run's ratio can be trusted, and the
+spread over rounds (quartiles) says how far. The packed timing includes packing the float
+input. Thread counts are set for Numba and torch together and restored afterwards.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 import torch
 from rich.progress import Progress
 
 from .conv import PackedBinaryConv2d
+from .popcount import cpu_features, kernel_variant, popcount_ceilings
 
 __all__ = [
     "BIREAL18_SHAPES",
@@ -26,7 +33,11 @@ __all__ = [
     "benchmark_conv",
     "benchmark_layers",
     "best_of_rounds",
+    "cpu_info",
+    "kernel_report",
     "median_ms",
+    "paired_median_ms",
+    "quartiles",
     "thread_count",
 ]
 
@@ -111,12 +122,59 @@ def median_ms(
     return 1e3 * float(np.median(times))
 
 
+def quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """(first, third) quartile: the spread :func:`paired_median_ms` reports."""
+    q1, q3 = np.percentile(np.asarray(values, dtype=float), [25, 75])
+    return float(q1), float(q3)
+
+
+def paired_median_ms(fns: Mapping[str, Callable[[], object]], rounds: int,
+                     warmup: int = 2, min_round_s: float = 0.0) -> dict[str, dict[str, Any]]:
+    """Time several functions in interleaved rounds and summarise each.
+
+    Each round calls every function once, in an order rotated by one per round, so that
+    no side always runs first (after the other's cache footprint) and slow phases of a
+    drifting machine fall on all sides alike. With ``min_round_s``, a function whose call
+    is shorter is called several times per round (the same number every round) and the
+    round's time is their mean. Returns, per name: ``median_ms``, ``q1_ms``, ``q3_ms``
+    (quartiles), ``min_ms``, ``max_ms`` and ``rounds_ms`` (each round's time, in round
+    order, so that per-round ratios of two sides can be formed, see :func:`quartiles`).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    names = list(fns)
+    calls = {}
+    for name in names:
+        for _ in range(max(1, warmup)):
+            start = time.perf_counter()
+            fns[name]()
+            once = time.perf_counter() - start
+        calls[name] = max(1, int(min_round_s / max(once, 1e-9)))
+    each: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn, n = fns[name], calls[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            each[name].append(1e3 * (time.perf_counter() - start) / n)
+    summary = {}
+    for name, times in each.items():
+        q1, q3 = quartiles(times)
+        summary[name] = {"median_ms": float(np.median(times)), "q1_ms": q1, "q3_ms": q3,
+                         "min_ms": min(times), "max_ms": max(times), "rounds_ms": times}
+    return summary
+
+
 def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict:
-    """Time the packed kernel (input packing included) and torch fp32 on ``shape``.
+    """Time the packed kernel (input packing included) and torch fp32 on ``shape``, in
+    ``repeat`` interleaved rounds (:func:`paired_median_ms`).
 
     Both sides get their input as NCHW and as channels_last (converted before timing) and
-    keep the better: ``ms_xnor`` and ``ms_torch_fp32``. ``speedup`` is
+    keep the better median: ``ms_xnor`` and ``ms_torch_fp32``. ``speedup`` is
     ``ms_torch_fp32 / ms_xnor``; ``gmacs_per_s`` counts binary MACs of the packed kernel.
+    The spread: ``ms_xnor_iqr`` and ``ms_torch_fp32_iqr`` are the quartiles of each round's
+    better layout, ``speedup_iqr`` those of the per-round ratio torch / xnor.
     """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape.batch, shape.in_channels, shape.height, shape.width, generator=gen)
@@ -131,18 +189,25 @@ def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict
                                           padding=shape.padding)
 
     with thread_count(threads), torch.inference_mode():
-        ms_xnor_nchw = median_ms(lambda: layer(x_np), repeat)
-        ms_xnor_cl = median_ms(lambda: layer(x_cl), repeat)
-        ms_nchw = median_ms(lambda: conv(x, w), repeat)
-        ms_cl = median_ms(lambda: conv(x_cl, w_cl), repeat)
+        timed = paired_median_ms({
+            "ms_xnor_nchw": lambda: layer(x_np),
+            "ms_xnor_channels_last": lambda: layer(x_cl),
+            "ms_torch_nchw": lambda: conv(x, w),
+            "ms_torch_channels_last": lambda: conv(x_cl, w_cl),
+        }, repeat, min_round_s=0.002)  # fmt: skip
+    xnor = np.minimum(timed["ms_xnor_nchw"]["rounds_ms"],
+                      timed["ms_xnor_channels_last"]["rounds_ms"])
+    fp32 = np.minimum(timed["ms_torch_nchw"]["rounds_ms"],
+                      timed["ms_torch_channels_last"]["rounds_ms"])
     return _with_rates({
         **asdict(shape),
         "threads": threads,
         "binary_macs": shape.binary_macs,
-        "ms_xnor_nchw": ms_xnor_nchw,
-        "ms_xnor_channels_last": ms_xnor_cl,
-        "ms_torch_nchw": ms_nchw,
-        "ms_torch_channels_last": ms_cl,
+        **{key: t["median_ms"] for key, t in timed.items()},
+        "paired_rounds": repeat,
+        "ms_xnor_iqr": quartiles(xnor),
+        "ms_torch_fp32_iqr": quartiles(fp32),
+        "speedup_iqr": quartiles(fp32 / xnor),
     })
 
 
@@ -185,3 +250,65 @@ def benchmark_layers(shapes: Sequence[ConvShape], threads: int = 1, repeat: int 
             results.append(benchmark_conv(shape, threads, repeat))
             bar.advance(task)
     return results
+
+
+def cpu_info() -> dict:
+    """Model name, core count and the SIMD features (of the compile target) that matter
+    for the variant choice."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    interesting = ("popcnt", "avx2", "avx512f", "avx512vpopcntdq")
+    return {
+        "model": model,
+        "llvm_cpu": numba.config.CPU_NAME or llvm.get_host_cpu_name(),
+        "features_overridden": numba.config.CPU_FEATURES is not None,
+        "logical_cpus": os.cpu_count(),
+        "features": sorted(f for f in cpu_features() if f in interesting),
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numba": numba.__version__,
+    }
+
+
+def kernel_report(thread_counts: list[int], repeat: int, ceiling_seconds: float, rounds: int,
+                  shapes: Sequence[ConvShape] | None = None, progress: bool = True) -> dict:
+    """The kernel benchmark of ``benchmarks/bench_kernels.py`` (JSON-able): ``rounds``
+    passes over every thread count and shape, each row keeping each side's best round
+    (:func:`best_of_rounds`), with every runnable variant's popcount ceiling measured before
+    each pass (the best of them), and each row's rate as a percentage of the kernel's own
+    ceiling and of the ``scalar-popcnt`` one (per thread used)."""
+    shapes = list(BIREAL18_SHAPES + BIREAL18_STRIDE2_SHAPES if shapes is None else shapes)
+    passes: dict[tuple[str, int], list[dict]] = {}
+    ceilings: dict[str, float] = {}
+    for _ in range(rounds):
+        with thread_count(1):  # in every pass, each variant keeps its best (as the rows do)
+            for v, g in popcount_ceilings(ceiling_seconds).items():
+                ceilings[v] = max(g, ceilings.get(v, 0.0))
+        for n in thread_counts:
+            for row in benchmark_layers(shapes, threads=n, repeat=repeat, progress=progress):
+                passes.setdefault((row["name"], n), []).append(row)
+    own, scalar = ceilings[kernel_variant()], ceilings.get("scalar-popcnt")
+    rows = [best_of_rounds(found) for found in passes.values()]
+    one = {r["name"]: r["ms_xnor"] for r in rows if r["threads"] == 1}
+    for r in rows:
+        r["pct_of_ceiling"] = 100 * r["gmacs_per_s"] / (own * r["threads"])
+        if scalar is not None:
+            r["pct_of_scalar_ceiling"] = 100 * r["gmacs_per_s"] / (scalar * r["threads"])
+        if r["name"] in one:
+            r["scaling_vs_1_thread"] = one[r["name"]] / r["ms_xnor"]
+    return {
+        "cpu": cpu_info(),
+        "variant": kernel_variant(),
+        "popcount_ceiling_gmacs_per_s_1_thread": own,
+        "popcount_ceilings": ceilings,
+        "repeat": repeat,
+        "rounds": rounds,
+        "results": rows,
+    }

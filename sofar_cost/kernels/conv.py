@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._conv_kernel import chunk_length, conv_kernel, pack_and_conv
+from ._conv_kernel import chunk_length, conv_kernel, kernel_weights, pack_and_conv
 from .packing import (
     ArrayLike,
     PackedActivations,
@@ -93,9 +93,10 @@ class _Plan:
         """Output pixels per plane the kernel computes (rows of ``Wq``, scratch included)."""
         return self.out_hw[0] * self.phase_shape[1]
 
-    def kernel_args(self, weights: PackedWeights, out: np.ndarray) -> tuple:
-        """The arguments :func:`conv_kernel` takes after the packed input."""
-        return (weights.words, self.offsets, self.length, self.base,
+    def kernel_args(self, weights: np.ndarray, out: np.ndarray) -> tuple:
+        """The arguments :func:`conv_kernel` takes after the packed input (``weights``:
+        :func:`kernel_weights` of the packed weights)."""
+        return (weights, self.offsets, self.length, self.base,
                 self.row_fix, self.row_class, out)
 
 
@@ -148,6 +149,7 @@ class PackedBinaryConv2d:
             raise ValueError(f"{name}: stride={stride}, padding={padding} is not supported "
                              f"by the packed binary conv (supported: {SUPPORTED})")
         self.weights = weights
+        self._kernel_weights = kernel_weights(weights.words)
         self.stride = stride
         self.padding = padding
         self.name = name
@@ -197,7 +199,7 @@ class PackedBinaryConv2d:
         out = self._empty_output(arr.shape[0], plan)
         source, channels_last = packing_source(arr)
         pack_and_conv(source, channels_last, *plan.layout[:2], *plan.phase_shape,
-                      *plan.kernel_args(self.weights, out))
+                      *plan.kernel_args(self._kernel_weights, out))
         return self._output_view(out, plan)
 
     def forward_packed(self, xp: PackedActivations) -> np.ndarray:
@@ -208,7 +210,7 @@ class PackedBinaryConv2d:
         plan = self._plan_for(xp.height, xp.width)
         xp = xp.with_layout(*plan.layout)
         out = self._empty_output(xp.batch, plan)
-        conv_kernel(xp.buffer, xp.plane_words, *plan.kernel_args(self.weights, out))
+        conv_kernel(xp.buffer, xp.plane_words, *plan.kernel_args(self._kernel_weights, out))
         return self._output_view(out, plan)
 
     def _plan_for(self, height: int, width: int) -> _Plan:

@@ -9,8 +9,11 @@ weights are loaded inside the step, which LLVM turns into embedded-broadcast ope
 one thread, convolution alone): 512ch 7x7 from 59% to 73% of the popcount ceiling,
 256 -> 512 stride 2 from 54% to 70%, 256ch 14x14 from 72% to 78%.
 
-On CPUs without vector popcount (the ``scalar-popcnt`` variant) each pixel's words are
-counted with scalar ``popcntq`` and only the small epilogue uses vectors.
+How the words are counted depends on the popcount variant (:func:`.popcount.emit_channel_counts`):
+``vpopcntq`` on 8-word vectors with AVX-512; with AVX2, a carry-save tree and nibble
+lookup on 4-word registers for three channels and scalar ``popcntq`` for the fourth, the
+weights then read as 4 copies each (:data:`WEIGHT_LANES`); on CPUs without AVX2 each pixel's
+words are counted with scalar ``popcntq`` and only the small epilogue uses vectors.
 """
 
 from __future__ import annotations
@@ -19,35 +22,15 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .popcount import VARIANT, emit_popcount
+from .popcount import emit_channel_counts, weight_lanes
 
 __all__ = ["LANES", "quad_step"]
 
 LANES = 8  # output pixels per step (one 512-bit vector of words)
 CHANNELS = 4  # output channels per step: each loaded input vector meets 4 weights
 
-_VECTOR = VARIANT != "scalar-popcnt"
+WEIGHT_LANES = weight_lanes()  # copies of each weight word the step reads
 _I64 = ir.IntType(64)
-
-
-def _channel_sums(builder: ir.IRBuilder, xs: list[ir.Value],
-                  ws: list[list[ir.Value]]) -> list[ir.Value]:
-    """Per channel j: sum over taps t of popcount(xs[t] ^ ws[j][t])."""
-    sums = []
-    for w_taps in ws:
-        total = None
-        for x, w in zip(xs, w_taps, strict=True):
-            count = emit_popcount(builder, builder.xor(x, w))
-            total = count if total is None else builder.add(total, count)
-        sums.append(total)
-    return sums
-
-
-def _splat(builder: ir.IRBuilder, value: ir.Value, lanes: int) -> ir.Value:
-    vector = ir.VectorType(value.type, lanes)
-    first = builder.insert_element(ir.Constant(vector, None), value, ir.Constant(_I64, 0))
-    return builder.shuffle_vector(first, ir.Constant(vector, None),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
 @intrinsic
@@ -89,24 +72,14 @@ def quad_step(typingctx, x, x_at, offsets, w, w_at, w_row, src, src_at, src_row,
         x_taps = [builder.add(index(1), context.cast(builder, builder.extract_value(args[2], t),
                                                      offsets.dtype, types.intp))
                   for t in range(offsets.count)]
-        ws = [[builder.load(builder.gep(w_data, [at(index(4), index(5), j, t)]))
-               for t in range(offsets.count)] for j in range(CHANNELS)]
-        words_vector = ir.VectorType(_I64, LANES)
-        if _VECTOR:
-            xs = [builder.load(vector_at(x_data, i, words_vector), align=8) for i in x_taps]
-            sums = _channel_sums(builder, xs, [[_splat(builder, w, LANES) for w in taps]
-                                               for taps in ws])
-        else:  # per pixel with scalar popcnt, then gathered into vectors for the epilogue
-            pixels = [_channel_sums(builder, [builder.load(builder.gep(
-                x_data, [builder.add(i, ir.Constant(_I64, q))])) for i in x_taps], ws)
-                for q in range(LANES)]
-            sums = []
-            for j in range(CHANNELS):
-                gathered = ir.Constant(words_vector, None)
-                for q in range(LANES):
-                    gathered = builder.insert_element(gathered, pixels[q][j],
-                                                      ir.Constant(_I64, q))
-                sums.append(gathered)
+        def x_at(t, q):  # tap t's input word for pixel q
+            return builder.gep(x_data, [builder.add(x_taps[t], ir.Constant(_I64, q))])
+
+        def w_at(j, t):  # channel j's weight word for tap t (WEIGHT_LANES copies)
+            return builder.gep(w_data, [builder.mul(at(index(4), index(5), j, t),
+                                                    ir.Constant(_I64, WEIGHT_LANES))])
+
+        sums = emit_channel_counts(builder, x_at, w_at, CHANNELS, offsets.count, LANES)
         counts_vector = ir.VectorType(ir.IntType(32), LANES)
         one = ir.Constant(counts_vector, [1] * LANES)
         for j, total in enumerate(sums):
