@@ -8,7 +8,7 @@ set for Numba and torch together and restored afterwards.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -27,6 +27,7 @@ __all__ = [
     "benchmark_layers",
     "best_of_rounds",
     "median_ms",
+    "paired_times_ms",
     "thread_count",
 ]
 
@@ -105,6 +106,32 @@ def median_ms(
         times.append(time.perf_counter() - start)
     return 1e3 * float(np.median(times))
 
+
+
+def paired_times_ms(
+    runs: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 2,
+    budget_s: float | None = None,
+) -> dict[str, list[float]]:
+    """Wall time (ms) of each side in every round; the sides take turns within a round
+    (the first one rotates), so the machine's drift hits them alike and one run's ratio
+    can be trusted. With ``budget_s`` the rounds shrink (to at least 3) to stay near it."""
+    once = {}
+    for name, fn in runs.items():
+        for _ in range(max(1, warmup)):
+            start = time.perf_counter()
+            fn()
+            once[name] = time.perf_counter() - start
+    if budget_s is not None:
+        rounds = min(rounds, max(3, int(budget_s / max(sum(once.values()), 1e-9))))
+    names = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            runs[name]()
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return times
 
 def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict:
     """Time the packed kernel (input packing included) and torch fp32 on ``shape``.
