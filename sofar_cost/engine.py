@@ -46,6 +46,7 @@ from sofar_cost.kernels.fused import (
     affine_pack_kernel,
     avgpool2_kernel,
     pack_affine_kernel,
+    relu_maxpool_nhwc_kernel,
 )
 from sofar_cost.kernels.packing import packing_source, to_numpy
 from sofar_cost.models.densenet import DenseLayer, Transition
@@ -302,6 +303,39 @@ class AvgPool2(nn.Module):
         return out
 
 
+class ReluMaxPool(nn.Module):
+    """ReLU -> ``nn.MaxPool2d`` (the ImageNet stem's) in one Numba pass from channels-last
+    memory (the stem conv's fast layout) to NCHW (the packed layers' layout)."""
+
+    def __init__(self, pool: nn.MaxPool2d) -> None:
+        super().__init__()
+        self.size, self.stride, self.pad = (_single(v) for v in
+                                            (pool.kernel_size, pool.stride, pool.padding))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, height, width = x.shape
+        out_h, out_w = ((d + 2 * self.pad - self.size) // self.stride + 1 for d in (height, width))
+        out = torch.empty(n, c, out_h, out_w, dtype=x.dtype)
+        nhwc = x.detach().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+        relu_maxpool_nhwc_kernel(nhwc.numpy(), self.size, self.stride, self.pad, out.numpy())
+        return out
+
+
+def _single(value: int | tuple[int, ...]) -> int:
+    """``v`` for ``v`` or ``(v, v)``; -1 for anything else (not a square setting)."""
+    values = {value} if isinstance(value, int) else set(value)
+    return values.pop() if len(values) == 1 else -1
+
+
+def _relu_maxpool(relu: nn.Module, pool: nn.Module | None) -> bool:
+    """ReLU followed by a square max-pool that :class:`ReluMaxPool` computes."""
+    return (type(relu) is nn.ReLU and type(pool) is nn.MaxPool2d and not pool.ceil_mode
+            and _single(pool.dilation) == 1 and min(_single(pool.kernel_size),
+                                                    _single(pool.stride)) >= 1
+            and 0 <= _single(pool.padding) <= _single(pool.kernel_size) // 2
+            and not pool.return_indices)
+
+
 def _avgpool2(module: nn.Module) -> bool:
     """An ``nn.AvgPool2d`` that :class:`AvgPool2` computes."""
     return (type(module) is nn.AvgPool2d and module.kernel_size in (2, (2, 2))
@@ -350,6 +384,10 @@ def _pack_sequential(seq: nn.Sequential, prefix: str) -> None:
             folded = _fold_bn(child, nxt)
             out += [(name, PointwiseConv(folded) if _pointwise(folded) else folded),
                     (children[i + 1][0], nn.Identity())]
+            i += 2
+            continue
+        if _relu_maxpool(child, nxt):
+            out += [(name, nn.Identity()), (children[i + 1][0], ReluMaxPool(nxt))]
             i += 2
             continue
         if _packable_unit(child):
