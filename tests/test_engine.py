@@ -172,6 +172,18 @@ def test_benchmark_end_to_end_keys() -> None:
         assert result[key] > 0
     assert result["model"] == "rf-c3d4-21" and result["threads"] == 1
     assert result["flops"] > 0 and isinstance(result["kernel_variant"], str)
+    # paired rounds: every side timed in every round, spread reported per side
+    assert result["rounds"] >= 1
+    assert all(len(times) == result["rounds"] for times in result["ms_each_round"].values())
+    assert len(result["speedup_vs_fp32_each_round"]) == result["rounds"]
+    assert set(result["spread_pct"]) == set(result["ms_each_round"])
+
+
+def test_dense_runs_and_transitions_are_fused() -> None:
+    packed = pack_model(create_model("binarydensenet28", "cifar100"))
+    kinds = [type(m).__name__ for m in packed.modules()]
+    assert kinds.count("PackedDenseRun") == 4 and kinds.count("PackedTransition") == 3
+    assert "DenseLayer" not in kinds and "BatchNorm2d" in kinds  # only the head's BN is left
 
 
 class SwitchedConv(BinaryConv2d):
