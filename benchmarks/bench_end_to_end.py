@@ -39,22 +39,31 @@ def markdown(rows: list[dict], r: float) -> str:
         "# End-to-end latency vs analytic Flops (ImageNet, one image)",
         "",
         f"{first['threads']} thread(s), kernel `{first['kernel_variant']}`, median of up to "
-        f"{first['repeat']} runs after warm-up. Packed: binary convs on the XNOR kernels, the "
+        f"{first['repeat']} rounds after warm-up; in every round each side runs once, in "
+        "turns, so drift of the machine hits all alike (speed-up range: quartiles of the "
+        "per-round speed-ups). Packed: binary convs on the XNOR kernels, the "
         "rest in PyTorch (channels-last). Torch fp32: same net with binarization off (better "
         "of NCHW and channels-last). Sim: the PyTorch simulated-binary model. Speed-up: torch "
         "fp32 / packed.",
         "",
-        "| model | Flops | ms packed | ms torch fp32 | ms sim | speed-up | ms per GFlop |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | Flops | ms packed | ms torch fp32 | ms sim | speed-up | speed-up range | "
+        "ms per GFlop |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {r_['model']} | {r_['flops']:.3e} | {r_['ms_packed']:.2f} | "
         f"{r_['ms_torch_fp32']:.2f} | {r_['ms_torch_binary_sim']:.1f} | "
-        f"{r_['speedup_vs_fp32']:.2f}x | {r_['ms_per_gflop']:.1f} |"
+        f"{r_['speedup_vs_fp32']:.2f}x | {_range(r_)} | {r_['ms_per_gflop']:.1f} |"
         for r_ in rows
     ]
     lines += ["", f"Pearson correlation of packed latency with Flops: r = {r:.3f}", ""]
     return "\n".join(lines)
+
+
+def _range(row: dict) -> str:
+    """Quartiles of the per-round speed-up (rows written before paired timing have none)."""
+    low, high = row.get("speedup_vs_fp32_quartiles", (float("nan"),) * 2)
+    return f"{low:.2f}-{high:.2f}x"
 
 
 def scatter(rows: list[dict], r: float, path: Path) -> None:
