@@ -4,6 +4,7 @@ the README's set-up command installs everything once, so no session reinstalls t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import nox
 
@@ -45,3 +46,26 @@ def bench(session: nox.Session) -> None:
     """Benchmarks whose results go to reports/ (solver speed, kernels, end to end)."""
     session.run(PY, "benchmarks/bench_solver.py")
     session.run(PY, "benchmarks/bench_kernels.py")
+
+
+# The peer benchmark's own environment (never a dependency of sofar-cost): install order
+# matters, larq-compute-engine goes in after TensorFlow and an old protobuf.
+LCE_ENV = [["tensorflow-cpu==2.15.1", "larq==0.14.0", "larq-zoo==2.4.0", "protobuf<3.21"],
+           ["larq-compute-engine==0.16.0"]]
+
+
+@nox.session(python="3.11", reuse_venv=True)
+def bench_lce(session: nox.Session) -> None:
+    """sofar-cost vs Larq Compute Engine end to end (reports/vs_lce.*); not a default session.
+
+    Builds (once; reused on later runs) a virtualenv with TensorFlow and LCE for the TF
+    worker; the script itself and the sofar-cost worker run in this project's environment.
+    """
+    tf_python = str(Path(session.virtualenv.location) / "bin" / "python")
+    ready = session.run("python", "-c", "import larq_compute_engine, larq_zoo",
+                        success_codes=[0, 1], silent=True, log=False)
+    if "Error" in str(ready):  # not built yet (silent runs return their output)
+        for packages in LCE_ENV:
+            session.install(*packages)
+    session.run(PY, "benchmarks/bench_vs_lce.py", "--tf-python", tf_python, *session.posargs,
+                external=True)

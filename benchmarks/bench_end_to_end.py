@@ -41,12 +41,14 @@ def markdown(rows: list[dict], r: float) -> str:
         "# End-to-end latency vs analytic Flops (ImageNet, one image)",
         "",
         f"{first['threads']} thread(s), kernel `{first['kernel_variant']}`, median of up to "
-        f"{first['repeat']} runs after warm-up. Packed: binary convs on the XNOR kernels, the "
+        f"{first['repeat']} rounds after warm-up; in every round each side runs once, in "
+        "turns, so drift of the machine hits all alike (speed-up range: quartiles of the "
+        "per-round speed-ups). Packed: binary convs on the XNOR kernels, the "
         "rest in PyTorch (channels-last). Torch fp32: same net with binarization off (better "
         "of NCHW and channels-last). Sim: the PyTorch simulated-binary model. Speed-up: torch "
         "fp32 / packed.",
         "",
-        markdown_table(rows, EndToEnd.COLUMNS),
+        markdown_table([EndToEnd(row).row() for row in rows], EndToEnd.COLUMNS),
     ]
     lines += ["", f"Pearson correlation of packed latency with Flops: r = {r:.3f}", ""]
     return "\n".join(lines)

@@ -396,14 +396,22 @@ class EndToEnd(Result):
         Column("ms_packed", "ms packed", ".2f"), Column("ms_torch_fp32", "ms torch fp32", ".2f"),
         Column("ms_torch_binary_sim", "ms sim", ".1f"),
         Column("speedup_vs_fp32", "speed-up", ".2f"),
+        Column("speedup_range", "speed-up IQR"),
         Column("ms_per_gflop", "ms per GFlop", ".1f"),
     ]  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return self.data
 
+    def row(self) -> dict[str, Any]:
+        """The data plus ``speedup_range``: quartiles of the per-round speed-ups (paired
+        rounds), blank for results written before paired timing."""
+        quartiles = self.data.get("speedup_vs_fp32_quartiles")
+        spread = f"{quartiles[0]:.2f}-{quartiles[1]:.2f}x" if quartiles else ""
+        return {**self.data, "speedup_range": spread}
+
     def sections(self) -> list[Section]:
         d = self.data
         title = (f"{d['model']} on {d['dataset']}, end to end, {d['threads']} thread(s), "
                  f"kernel {d['kernel_variant']}")  # fmt: skip
-        return [Section([d], self.COLUMNS, title)]
+        return [Section([self.row()], self.COLUMNS, title)]

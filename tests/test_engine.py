@@ -25,8 +25,14 @@ import pytest
 import torch
 from torch import nn
 
-from sofar_cost.binary import BinaryConv2d, sign
-from sofar_cost.engine import PackedConv, PackedConvUnit, benchmark_end_to_end, pack_model
+from sofar_cost.binary import BinaryConv2d, BinaryLinear, sign
+from sofar_cost.engine import (
+    PackedConv,
+    PackedConvUnit,
+    TorchBinaryLayer,
+    benchmark_end_to_end,
+    pack_model,
+)
 from sofar_cost.errors import SofarError
 from sofar_cost.models import PRESETS, create_model, list_models
 from sofar_cost.models.layers import DATASETS
@@ -116,10 +122,11 @@ class Block(nn.Module):
         return self.conv(x)
 
 
-def test_grouped_binary_conv_is_named_in_the_error() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), Block(BinaryConv2d(8, 8, 3, groups=2)))
-    with pytest.raises(SofarError, match=r"1\.conv.*groups=2"):
-        pack_model(model)
+def test_non_conv_binary_layer_is_named_in_the_error() -> None:
+    conv1d = nn.Conv1d(4, 4, 3)
+    conv1d.sofar_binary = True
+    with pytest.raises(SofarError, match=r"1\.conv \(Conv1d\).*only binary Conv2d and Linear"):
+        pack_model(nn.Sequential(nn.Identity(), Block(conv1d)))
 
 
 class SignConv(nn.Conv2d):
@@ -160,9 +167,9 @@ def float_conv_marked_binary() -> nn.Conv2d:
 @pytest.mark.parametrize(
     ("layer", "message"),
     [
-        (float_conv_marked_binary(), r"1\.conv \(Conv2d\).*not conv2d\(sign"),
-        (HalfSignConv(4, 4, 3), r"1\.conv \(HalfSignConv\).*not conv2d\(sign"),
-        (BinaryMLP(4, 4), r"1\.conv \(BinaryMLP\).*only binary Conv2d"),
+        (float_conv_marked_binary(), r"1\.conv \(Conv2d\).*not conv2d/linear\(sign"),
+        (HalfSignConv(4, 4, 3), r"1\.conv \(HalfSignConv\).*not conv2d/linear\(sign"),
+        (BinaryMLP(4, 4), r"1\.conv \(BinaryMLP\).*not conv2d/linear\(sign"),
     ],
 )
 def test_unpackable_user_layers_are_named(layer: nn.Module, message: str) -> None:
@@ -176,3 +183,64 @@ def test_benchmark_end_to_end_keys() -> None:
         assert result[key] > 0
     assert result["model"] == "rf-c3d4-21" and result["threads"] == 1
     assert result["flops"] > 0 and isinstance(result["kernel_variant"], str)
+    # paired rounds: every side timed in every round, spread reported per side
+    assert result["rounds"] >= 1
+    assert all(len(times) == result["rounds"] for times in result["ms_each_round"].values())
+    assert len(result["speedup_vs_fp32_each_round"]) == result["rounds"]
+    assert set(result["spread_pct"]) == set(result["ms_each_round"])
+
+
+def test_dense_runs_and_transitions_are_fused() -> None:
+    packed = pack_model(create_model("binarydensenet28", "cifar100"))
+    kinds = [type(m).__name__ for m in packed.modules()]
+    assert kinds.count("PackedDenseRun") == 4 and kinds.count("PackedTransition") == 3
+    assert "DenseLayer" not in kinds and "BatchNorm2d" in kinds  # only the head's BN is left
+
+
+class SwitchedConv(BinaryConv2d):
+    """BinaryConv2d honouring larq-zoo's switches, set as attributes after construction
+    (``binary_input=False``: real-valued input; ``scale_weights=False``: plain sign(W))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "binary_input", True):
+            x = sign(x)
+        w = sign(self.weight)
+        if getattr(self, "scale_weights", True):
+            w = w * self.weight.abs().mean(dim=(1, 2, 3), keepdim=True)
+        return self._conv_forward(x, w, self.bias)
+
+
+def switched(conv: SwitchedConv, **switches: bool) -> SwitchedConv:
+    for name, value in switches.items():
+        setattr(conv, name, value)
+    return conv
+
+
+@pytest.mark.parametrize(
+    ("layer", "kind"),
+    [
+        (BinaryConv2d(8, 8, 3, padding=2, dilation=2), TorchBinaryLayer),
+        (BinaryConv2d(8, 8, 3, padding=1, groups=2), TorchBinaryLayer),
+        (switched(SwitchedConv(8, 8, 3, padding=1), binary_input=False), TorchBinaryLayer),
+        (switched(SwitchedConv(8, 8, 3, padding=1, bias=True), scale_weights=False), PackedConv),
+        (switched(SwitchedConv(8, 8, 3, stride=2, padding=1), binary_input=False,
+                  scale_weights=False), TorchBinaryLayer),
+    ],
+)
+def test_binary_conv_kinds_equal_torch(layer: nn.Module, kind: type) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), Block(layer)).double().eval()
+    packed = pack_model(model)
+    assert isinstance(packed[2].conv, kind)
+    x = torch.randn(2, 3, 11, 11, generator=torch.manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), model(x), rtol=1e-9, atol=1e-9)
+
+
+def test_binary_linear_is_packed() -> None:
+    model = nn.Sequential(nn.Flatten(), BinaryLinear(48, 10, bias=True),
+                          nn.ReLU(), BinaryLinear(10, 5)).double().eval()
+    packed = pack_model(model)
+    assert isinstance(packed[1], PackedConv) and isinstance(packed[3], PackedConv)
+    x = torch.randn(3, 3, 4, 4, generator=torch.manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), model(x), rtol=1e-9, atol=1e-9)

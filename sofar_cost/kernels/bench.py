@@ -37,6 +37,7 @@ __all__ = [
     "kernel_report",
     "median_ms",
     "paired_median_ms",
+    "paired_times_ms",
     "quartiles",
     "thread_count",
 ]
@@ -128,28 +129,33 @@ def quartiles(values: Sequence[float]) -> tuple[float, float]:
     return float(q1), float(q3)
 
 
-def paired_median_ms(fns: Mapping[str, Callable[[], object]], rounds: int,
-                     warmup: int = 2, min_round_s: float = 0.0) -> dict[str, dict[str, Any]]:
-    """Time several functions in interleaved rounds and summarise each.
+def paired_times_ms(
+    fns: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 2,
+    min_round_s: float = 0.0, budget_s: float | None = None,
+) -> dict[str, list[float]]:
+    """Each function's time (ms) in every round of interleaved rounds.
 
     Each round calls every function once, in an order rotated by one per round, so that
     no side always runs first (after the other's cache footprint) and slow phases of a
-    drifting machine fall on all sides alike. With ``min_round_s``, a function whose call
-    is shorter is called several times per round (the same number every round) and the
-    round's time is their mean. Returns, per name: ``median_ms``, ``q1_ms``, ``q3_ms``
-    (quartiles), ``min_ms``, ``max_ms`` and ``rounds_ms`` (each round's time, in round
-    order, so that per-round ratios of two sides can be formed, see :func:`quartiles`).
+    drifting machine fall on all sides alike: one run's ratio can be trusted. With
+    ``min_round_s``, a function whose call is shorter is called several times per round (the
+    same number every round) and the round's time is their mean. With ``budget_s`` the
+    rounds shrink (to at least 3) to stay near that many seconds.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     names = list(fns)
-    calls = {}
+    once: dict[str, float] = {}
+    calls: dict[str, int] = {}
     for name in names:
         for _ in range(max(1, warmup)):
             start = time.perf_counter()
             fns[name]()
-            once = time.perf_counter() - start
-        calls[name] = max(1, int(min_round_s / max(once, 1e-9)))
+            once[name] = time.perf_counter() - start
+        calls[name] = max(1, int(min_round_s / max(once[name], 1e-9)))
+    if budget_s is not None:
+        per_round = sum(once[name] * calls[name] for name in names)
+        rounds = min(rounds, max(3, int(budget_s / max(per_round, 1e-9))))
     each: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
@@ -158,8 +164,16 @@ def paired_median_ms(fns: Mapping[str, Callable[[], object]], rounds: int,
             for _ in range(n):
                 fn()
             each[name].append(1e3 * (time.perf_counter() - start) / n)
+    return each
+
+
+def paired_median_ms(fns: Mapping[str, Callable[[], object]], rounds: int,
+                     warmup: int = 2, min_round_s: float = 0.0) -> dict[str, dict[str, Any]]:
+    """:func:`paired_times_ms`, summarised per name: ``median_ms``, ``q1_ms``, ``q3_ms``
+    (quartiles), ``min_ms``, ``max_ms`` and ``rounds_ms`` (each round's time, in round
+    order, so that per-round ratios of two sides can be formed, see :func:`quartiles`)."""
     summary = {}
-    for name, times in each.items():
+    for name, times in paired_times_ms(fns, rounds, warmup, min_round_s).items():
         q1, q3 = quartiles(times)
         summary[name] = {"median_ms": float(np.median(times)), "q1_ms": q1, "q3_ms": q3,
                          "min_ms": min(times), "max_ms": max(times), "rounds_ms": times}
