@@ -494,7 +494,9 @@ def _packed(module: nn.Module, name: str) -> nn.Module | None:
             return PackedConvUnit(PackedConv.from_conv(module.conv, f"{name}.conv", module.bn),
                                   shortcut)
         return None  # descend: pack (or run in torch) the conv alone, keep BN in torch
-    if type(module) is Transition and _foldable_bn(module[0]) and _pointwise(module[3]):
+    # the fused pass is BN -> max-pool -> ReLU -> 1x1; a pool-less transition runs in torch
+    if (type(module) is Transition and len(module) == 4 and _foldable_bn(module[0])
+            and _pointwise(module[3])):
         return PackedTransition(module)
     if not is_binary_layer(module):
         return None

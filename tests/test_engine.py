@@ -38,8 +38,10 @@ from sofar_cost.models import PRESETS, create_model, list_models
 from sofar_cost.models.layers import DATASETS
 
 IMAGENET_WIDTH = 8  # reduced widths keep ImageNet nets fast; every block type is still built
-# The larq-zoo presets (ImageNet only) bring layer kinds the engine does not run yet.
+# The larq-zoo presets are ImageNet only, and some (AlexNet's dense layers) need 224x224.
 SOFAR_PRESETS = [name for name in list_models() if PRESETS[name].family != "larq-zoo"]
+LARQ_ZOO_PRESETS = [name for name in list_models() if PRESETS[name].family == "larq-zoo"]
+LARQ_ZOO_FAST = {"binary-resnet-e18", "quicknet-small", "real-to-binary-net"}
 IMAGE_SIZE = {"cifar100": 16, "imagenet": 128}  # see the module doc
 # One preset per family is also checked in float32 (the others of a family differ only in how
 # often a block repeats). The fast edit loop keeps the cheapest four of them, on ImageNet at
@@ -64,8 +66,9 @@ def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
                 c = module.num_features
                 module.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
                 module.running_var.copy_(0.5 + torch.rand(c, generator=gen))
-                module.weight.copy_(0.5 + torch.rand(c, generator=gen))
-                module.bias.copy_(0.1 * torch.randn(c, generator=gen))
+                if module.affine:  # QuickNet's stem BN has no scale or centre
+                    module.weight.copy_(0.5 + torch.rand(c, generator=gen))
+                    module.bias.copy_(0.1 * torch.randn(c, generator=gen))
             elif isinstance(module, BinaryConv2d):
                 w = module.weight
                 mag = (8 + torch.randint(0, 8, (w.shape[0], 1, 1, 1), generator=gen)) / 2**10
@@ -92,6 +95,19 @@ def test_every_preset_equals_torch(name: str, dataset: str) -> None:
     assert max_rel_error(model, IMAGE_SIZE[dataset], torch.float64) < 1e-9
     if name in FAMILY_REPRESENTATIVES:
         assert max_rel_error(model, IMAGE_SIZE[dataset], torch.float32) < 1e-4
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=[] if name in LARQ_ZOO_FAST else [pytest.mark.slow])
+    for name in LARQ_ZOO_PRESETS
+])  # fmt: skip
+def test_every_larq_zoo_preset_equals_torch(name: str) -> None:
+    """Binary dense layers, dilated and grouped convs, binary weights on real input, plain
+    sign(W) and +1 padding: at a quarter of the base width, 224x224."""
+    model = randomized(create_model(name, "imagenet", PRESETS[name].widths["imagenet"] // 4))
+    assert max_rel_error(model, 224, torch.float64) < 1e-9
+    if name == "quicknet-small":
+        assert max_rel_error(model, 224, torch.float32) < 1e-4
 
 
 @pytest.mark.slow  # full width at 224x224: a few seconds
