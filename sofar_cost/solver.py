@@ -37,9 +37,11 @@ class Budget:
 
     params_mbit: float | None = None
     flops: float | None = None
+    latency_ms: float | None = None  # predicted packed latency (a calibration's)
 
     def limit(self, metric: str) -> float | None:
-        return self.params_mbit if metric == "params" else self.flops
+        return {"params": self.params_mbit, "flops": self.flops,
+                "latency": self.latency_ms}[metric]
 
 
 @dataclass
