@@ -109,6 +109,15 @@ def markdown(result: dict[str, Any]) -> str:
         q = s[side]
         lines.append(f"| {side} | {q['pearson_r']:.3f} | {q['median_abs_pct_error']:.1f}% | "
                      f"{q['max_abs_pct_error']:.1f}% | {q['flops_pearson_r']:.3f} |")
+    ref = result.get("reference")
+    if ref:
+        lines += ["", f"The same predictions against the {ref['models']} presets' latencies "
+                  f"measured by an earlier `bench_end_to_end.py` run (`{ref['path']}`: wall "
+                  "time, median, a quieter machine; torch fp32 channels-last):", "",
+                  "| side | Pearson r | median abs error | max abs error |", "|---|---:|---:|---:|"]
+        lines += [f"| {side} | {q['pearson_r']:.3f} | {q['median_abs_pct_error']:.1f}% | "
+                  f"{q['max_abs_pct_error']:.1f}% |"
+                  for side, q in ((side, ref[side]) for side in ("packed", "torch_fp32"))]
     lines += [
         "",
         "| model | Flops | packed measured ms | packed predicted ms | error | fp32 measured ms | "
@@ -170,7 +179,18 @@ def main() -> None:
                         help="use this calibration instead of calibrating first")
     parser.add_argument("--out", type=Path, default=REPORTS / "latency_model",
                         help="output path without suffix")
+    parser.add_argument("--reference", type=Path,
+                        help="also compare with the measurements of an earlier "
+                             "bench_end_to_end.py run (e.g. reports/latency_vs_flops.json)")
+    parser.add_argument("--from-json", type=Path,
+                        help="re-render the report from this run's JSON (no timing)")
     args = parser.parse_args()
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+        if args.reference:
+            result["reference"] = reference_stats(result["results"], args.reference)
+        write(result, args.out)
+        return
     models = args.models or (QUICK_MODELS if args.quick else imagenet_presets())
     rounds = 3 if args.quick and args.rounds == 7 else args.rounds
     start = time.perf_counter()
@@ -207,14 +227,30 @@ def main() -> None:
                         "wall_s": cal.info.get("wall_s")},
         "summary": summary, "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
-    figure(result, args.out.with_suffix(".png"))
-    for side, q in summary.items():
+    if args.reference:
+        result["reference"] = reference_stats(rows, args.reference)
+    write(result, args.out)
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    figure(result, out.with_suffix(".png"))
+    for side, q in result["summary"].items():
         print(f"{side}: r = {q['pearson_r']:.3f}, median abs error "
               f"{q['median_abs_pct_error']:.1f}%, Flops r = {q['flops_pearson_r']:.3f}")
-    print(f"wrote {args.out}.{{md,json,png}}")
+    print(f"wrote {out}.{{md,json,png}}")
+
+
+def reference_stats(rows: list[dict[str, Any]], path: Path) -> dict[str, Any]:
+    """This run's predictions against another run's measured latencies (same presets)."""
+    measured = {r["model"]: r for r in json.loads(path.read_text())["results"]}
+    both = [r for r in rows if r["model"] in measured]
+    keys = {"packed": "ms_packed", "torch_fp32": "ms_torch_fp32_channels_last"}
+    return {"path": str(path), "models": len(both), **{
+        side: stats([r[f"ms_{side}_predicted"] for r in both],
+                    [measured[r["model"]][key] for r in both]) for side, key in keys.items()}}
 
 
 if __name__ == "__main__":
