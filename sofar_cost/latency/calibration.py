@@ -46,8 +46,8 @@ COLD_BYTES = 64 << 20  # more than the last-level cache of the CPUs this runs on
 KEY_FIELDS = ("cpu", "kernel_variant", "threads", "package_version")
 # Kinds are fitted in this order; a sample's ops of kinds fitted earlier are subtracted first.
 FIT_ORDER = ("module_call", "layout_copy", "relu", "elementwise", "add", "batchnorm", "concat",
-             "mean", "join_mean", "mixed_layout", "maxpool", "avgpool", "linear", "conv1x1",
-             "conv7x7", "conv3x3", "binary_conv")
+             "mean", "join_mean", "join_mean_strided", "mixed_layout", "maxpool", "avgpool",
+             "linear", "conv1x1", "conv7x7", "conv3x3", "binary_conv")
 
 
 def cpu_name() -> str:
@@ -125,6 +125,7 @@ class Sample:
     shape: tuple[int, ...]
     side: str = "torch_fp32"  # "packed": run through pack_model
     pair: str = ""  # label of the sample timed interleaved with this one
+    channels_last: bool = True  # the torch side's input layout (False: NCHW, as packed writes)
 
 
 class _Add(nn.Module):
@@ -228,7 +229,9 @@ def samples() -> list[Sample]:
             for c, h in sizes[:5]]
     out += [Sample(f"maxpool2 {c}x{h}x{h}", "maxpool", lambda: nn.MaxPool2d(2), (1, c, h, h))
             for c, h in sizes[:4]]
-    out += [Sample(f"join{n} {c}x{h}x{h}", "join_mean", lambda n=n: _JoinOf(n), (1, c, h, h))
+    out += [Sample(f"join{n} {c}x{h}x{h} {layout}", kind, lambda n=n: _JoinOf(n), (1, c, h, h),
+                   channels_last=layout == "channels-last")
+            for kind, layout in (("join_mean", "NCHW"), ("join_mean_strided", "channels-last"))
             for n in (2, 4) for c, h in sizes[:5]]
     out += [Sample(f"global mean {c}x7x7", "mean", lambda: nn.AdaptiveAvgPool2d(1), (1, c, 7, 7))
             for c in (256, 512, 1024)]
@@ -244,7 +247,8 @@ def _fp_conv_of(unit: nn.Module) -> nn.Module:
 def sample_ops(sample: Sample) -> list[Op]:
     with torch.device("meta"):
         module = sample.build()
-    return engine_ops(module, sample.shape, sample.side)
+    return engine_ops(module, sample.shape, sample.side,
+                      channels_last_input=sample.channels_last)
 
 
 # ----------------------------------------------------------------------------------- timing
@@ -265,7 +269,8 @@ def _runnable(sample: Sample) -> Callable[[], object]:
         module = pack_model(module)
     elif x.dim() == 4:
         module = module.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+        if sample.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     if sample.side == "packed" or weight_bytes == 0:
         return lambda: module(x)

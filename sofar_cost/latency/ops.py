@@ -11,7 +11,8 @@ runs it; each op then becomes an :class:`Op` of a *kind* the calibration has tim
   into that pass (``pack_model``), so they cost nothing of their own; the residual read does.
 - ``conv1x1`` / ``conv3x3`` / ``conv7x7`` (torch fp32 convs by kernel class), ``linear`` and
   memory-bound torch ops (``batchnorm``, ``relu``, ``add``, ``concat``, ``mean`` over pixels,
-  ``join_mean`` over stacked tensors (a fractal join), ``maxpool``, ``avgpool``, and
+  ``join_mean`` / ``join_mean_strided`` over stacked NCHW / channels-last tensors (a
+  fractal join), ``maxpool``, ``avgpool``, and
   ``elementwise`` for anything else that writes a tensor).
 - ``layout_copy``: a change of memory layout. Both sides run channels-last torch, but a packed
   conv writes NCHW: a torch conv reading NCHW copies it to channels-last first, a fused
@@ -57,6 +58,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "concat": ("io_elems",),
     "mean": ("io_elems",),
     "join_mean": ("io_elems",),
+    "join_mean_strided": ("io_elems",),
     "maxpool": ("io_elems",),
     "avgpool": ("io_elems",),
     "elementwise": ("io_elems",),
@@ -184,7 +186,9 @@ def _torch_op(layer: str, name: str, args: Any, out: Any) -> Op | None:
     if kind in ("add", "concat", "elementwise") and _mixed(_tensors(args)):
         kind = "mixed_layout"
     if kind == "mean" and list(args[1]) == [0]:
-        kind = "join_mean"  # the mean of stacked branches, not over pixels
+        # the mean of stacked branches: fast over NCHW tensors (packed convs' outputs), a
+        # strided reduction over channels-last ones (torch's)
+        kind = "join_mean" if args[0].is_contiguous() else "join_mean_strided"
     if kind == "linear":
         a = _tensors(args)[-2]  # addmm(bias, input, weight.t()) / mm(input, weight.t())
         macs = _numel(outs[0].shape) * int(a.shape[-1])
@@ -213,12 +217,14 @@ def _packed_output(module: nn.Module) -> bool:
     return is_binary_layer(module)
 
 
-def engine_ops(model: nn.Module, input_shape: tuple[int, ...], side: str) -> list[Op]:
+def engine_ops(model: nn.Module, input_shape: tuple[int, ...], side: str, *,
+               channels_last_input: bool = True) -> list[Op]:
     """The operations ``side`` ("packed" or "torch_fp32") runs for one forward pass.
 
     ``model`` should live on the meta device (it is traced, never timed, and left as it is):
     a copy is traced in channels-last memory, as both engines run it; for "torch_fp32" the
-    copy's toolkit binary layers are switched to float.
+    copy's toolkit binary layers are switched to float. ``channels_last_input=False`` feeds
+    an NCHW input (calibration samples of ops that read a packed conv's output).
     """
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
@@ -245,7 +251,7 @@ def engine_ops(model: nn.Module, input_shape: tuple[int, ...], side: str) -> lis
     post = nn.modules.module.register_module_forward_hook(leave)
     try:
         x = torch.zeros(input_shape, device=device)
-        if x.dim() == 4:
+        if x.dim() == 4 and channels_last_input:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), recorder:
             model(x)
