@@ -8,6 +8,7 @@ engine and of torch fp32. See docs/latency.md.
 from sofar_cost.latency.calibration import (
     Calibration,
     calibrate,
+    config_calibration,
     default_path,
     load_calibration,
     machine_key,
@@ -19,6 +20,7 @@ __all__ = [
     "Calibration",
     "LatencyPrediction",
     "calibrate",
+    "config_calibration",
     "default_path",
     "load_calibration",
     "machine_key",

@@ -447,6 +447,16 @@ def load_calibration(path: Path | None = None, *, threads: int = 1,
     return calibration
 
 
+def config_calibration(config: Path, value: object) -> Calibration:
+    """The calibration a budget config states (``calibration = "path"``, relative to the config
+    file), read as stated data: no check against this machine, so a CI runner with another
+    CPU reaches the same verdict (docs/latency.md). Missing or malformed: SofarError."""
+    if not isinstance(value, str) or not value:
+        raise SofarError("calibration must be a path to a calibration file (a string)")
+    path = Path(value)
+    return read_calibration(path if path.is_absolute() else config.parent / path)
+
+
 def read_calibration(path: Path) -> Calibration:
     """Parse and validate a calibration file (no machine check): clear errors when malformed."""
     try:
