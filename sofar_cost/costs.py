@@ -135,12 +135,19 @@ def compare(
     width: int | None = None,
     options: CountOptions | None = None,
     per_layer: bool = False,
+    calibration: Calibration | None = None,
 ) -> Comparison:
-    """``sofar-cost compare``: the models' costs, each beside the last-named (the baseline)."""
+    """``sofar-cost compare``: the models' costs, each beside the last-named (the baseline);
+    with a ``calibration``, also their predicted latency (packed and torch fp32)."""
     if not models:
         raise SofarError("name at least one model; the last one is the baseline")
     check_dataset(dataset)
     if width is not None:
         check_width(width)
     reports = [model_cost(name, dataset, width, options) for name in models]
-    return Comparison(reports, dataset, per_layer)
+    latency = None
+    if calibration is not None:
+        from sofar_cost.latency import predict_model
+
+        latency = [predict_model(name, dataset, width, calibration) for name in models]
+    return Comparison(reports, dataset, per_layer, latency)

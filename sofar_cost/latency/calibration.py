@@ -27,7 +27,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,11 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from sofar_cost import __version__
 from sofar_cost.errors import SofarError
 from sofar_cost.latency.ops import FEATURES, Op, engine_ops
 from sofar_cost.models.layers import BinaryConvUnit, Join
+from sofar_cost.results import CalibrationRun
 
 FORMAT = "sofar-cost-latency-calibration"
 FORMAT_VERSION = 1
@@ -65,19 +66,12 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(ids)})" if ids else name
 
 
-def package_version() -> str:
-    try:
-        return metadata.version("sofar-cost")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def machine_key(threads: int) -> dict[str, Any]:
     """What a calibration is only valid for: CPU, kernel variant, threads, package version."""
     from sofar_cost.kernels import kernel_variant  # numba: load on demand
 
     return {"cpu": cpu_name(), "kernel_variant": kernel_variant(), "threads": threads,
-            "package_version": package_version()}
+            "package_version": __version__}
 
 
 def slug(key: dict[str, Any]) -> str:
@@ -106,6 +100,17 @@ class Calibration:
         coef = self.coefficients[op.kind]
         return coef["per_call"] + sum(coef[f] * w for f, w in zip(FEATURES[op.kind], op.work,
                                                                  strict=True))
+
+    def summary(self) -> CalibrationRun:
+        """What ``sofar-cost calibrate`` prints: per kind, its samples and how well it fits."""
+        kinds = []
+        for kind, coef in self.coefficients.items():
+            rows = [r for r in self.samples if r["kind"] == kind and "predicted_ms" in r]
+            errors = [abs(r["predicted_ms"] / r["ms"] - 1) for r in rows]
+            kinds.append({"kind": kind, "samples": len(rows), "per_call_us": 1e3 * coef["per_call"],
+                          "median_abs_pct_error": 100 * float(np.median(errors)) if errors
+                          else None})
+        return CalibrationRun(str(self.path), self.key, float(self.info.get("wall_s", 0.0)), kinds)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "key": self.key,

@@ -50,6 +50,8 @@ def _layer_rows(ops_by_side: dict[str, list[Op]], calibration: Calibration) -> l
             if op.words_per_pixel:
                 row["word_efficiency"] = op.word_efficiency
                 row["words_per_pixel"] = op.words_per_pixel
+    for row in rows.values():
+        row["latency_kinds"] = ", ".join(row["latency_kinds"])
     return list(rows.values())
 
 
@@ -79,8 +81,8 @@ def predict(model: nn.Module, input_shape: tuple[int, ...], calibration: Calibra
                              _layer_rows(ops, calibration))
 
 
-def predict_model(name: str, dataset: str, width: int | None,
-                  calibration: Calibration) -> LatencyPrediction:
+def predict_model(name: str, dataset: str, width: int | None, calibration: Calibration,
+                  sides: tuple[str, ...] = SIDES) -> LatencyPrediction:
     """:func:`predict` for a registry model at its paper width (or ``width``)."""
     from sofar_cost.costs import input_shape
     from sofar_cost.models.registry import check_width, create_model, resolve
@@ -90,4 +92,4 @@ def predict_model(name: str, dataset: str, width: int | None,
     with torch.device("meta"):
         model = create_model(spec.name, dataset, width)
     return predict(model, input_shape(dataset), calibration, name=spec.name, dataset=dataset,
-                   width=width)
+                   width=width, sides=sides)
