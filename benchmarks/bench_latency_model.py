@@ -191,6 +191,7 @@ def main() -> None:
             result["reference"] = reference_stats(result["results"], args.reference)
         write(result, args.out)
         return
+    commit = git_commit()  # what is measured: the tree as the run starts
     models = args.models or (QUICK_MODELS if args.quick else imagenet_presets())
     rounds = 3 if args.quick and args.rounds == 7 else args.rounds
     start = time.perf_counter()
@@ -220,7 +221,7 @@ def main() -> None:
                          "flops_pearson_r": stats([r["flops"] for r in rows], measured)[
                              "pearson_r"]}
     result = {
-        "commit": git_commit(), "cpu": cpu_name(), "platform": platform.platform(),
+        "commit": commit, "cpu": cpu_name(), "platform": platform.platform(),
         "threads": args.threads, "rounds": rounds, "wall_s": time.perf_counter() - start,
         "clock": "process CPU time" if args.threads == 1 else "wall time",
         "calibration": {**cal.key, "path": str(cal.path), "fresh": not args.calibration,

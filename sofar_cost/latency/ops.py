@@ -133,7 +133,7 @@ def conv_kind(kernel: int) -> str:
 
 
 class _OpRecorder(TorchDispatchMode):
-    """Records (op name, innermost module, module stack, args, output) for every ATen op."""
+    """Records (op name, module stack, args, output) of every ATen op, and each module call."""
 
     def __init__(self) -> None:
         super().__init__()
