@@ -32,10 +32,11 @@ from rich.progress import Progress
 from sofar_cost.binary import set_binarization
 from sofar_cost.costs import input_shape, model_cost
 from sofar_cost.engine import pack_model
+from sofar_cost.errors import SofarError
 from sofar_cost.kernels.bench import thread_count
 from sofar_cost.latency import calibrate, load_calibration, predict_model
 from sofar_cost.latency.calibration import cpu_name, interleaved_ms
-from sofar_cost.models import create_model, list_models
+from sofar_cost.models import PRESETS, create_model, list_models
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
@@ -44,15 +45,9 @@ QUICK_MODELS = ["bireal18", "bireal34", "binarydensenet28", "bdn51", "rf-c3d4-21
 
 
 def imagenet_presets() -> list[str]:
-    """Every registry preset that builds for ImageNet (at its paper width)."""
-    names = []
-    for name in list_models():
-        try:
-            model_cost(name, "imagenet")
-        except Exception:  # a preset without an ImageNet width
-            continue
-        names.append(name)
-    return names
+    """Every preset with an ImageNet width (larq-zoo's included: those whose layers the packed
+    engine does not run are reported as skipped, with the reason)."""
+    return [name for name in list_models() if "imagenet" in PRESETS[name].widths]
 
 
 def measure(name: str, threads: int, rounds: int) -> dict[str, float]:
@@ -118,6 +113,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"| {side} | {q['pearson_r']:.3f} | {q['median_abs_pct_error']:.1f}% | "
                   f"{q['max_abs_pct_error']:.1f}% |"
                   for side, q in ((side, ref[side]) for side in ("packed", "torch_fp32"))]
+    lines += [f"- skipped {s_['model']}: {s_['reason']}" for s_ in result.get("skipped", [])]
     lines += [
         "",
         "| model | Flops | packed measured ms | packed predicted ms | error | fp32 measured ms | "
@@ -200,14 +196,21 @@ def main() -> None:
     else:
         cal = calibrate(args.threads, args.out.with_name("latency_calibration.json"))
         print(f"calibrated in {cal.info['wall_s']:.0f} s -> {cal.path}", flush=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     with Progress(transient=True) as bar:
         task = bar.add_task("measuring", total=len(models))
         for name in models:
             bar.update(task, description=f"measuring {name}")
-            prediction = predict_model(name, "imagenet", None, cal)
-            row = {"model": name, "flops": model_cost(name, "imagenet").flops,
-                   **measure(name, args.threads, rounds), **prediction.summary()}
+            try:
+                prediction = predict_model(name, "imagenet", None, cal)
+                row = {"model": name, "flops": model_cost(name, "imagenet").flops,
+                       **measure(name, args.threads, rounds), **prediction.summary()}
+            except SofarError as error:  # a layer the packed engine does not run
+                skipped.append({"model": name, "reason": str(error)})
+                bar.console.print(f"{name:18s} skipped: {error}")
+                bar.advance(task)
+                continue
             bar.console.print(
                 f"{name:18s} packed {row['ms_packed']:7.2f} ms (predicted "
                 f"{row['ms_packed_predicted']:7.2f})  fp32 {row['ms_torch_fp32']:7.2f} ms "
@@ -226,7 +229,7 @@ def main() -> None:
         "clock": "process CPU time" if args.threads == 1 else "wall time",
         "calibration": {**cal.key, "path": str(cal.path), "fresh": not args.calibration,
                         "wall_s": cal.info.get("wall_s")},
-        "summary": summary, "results": rows,
+        "summary": summary, "results": rows, "skipped": skipped,
     }
     if args.reference:
         result["reference"] = reference_stats(rows, args.reference)

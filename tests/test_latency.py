@@ -10,12 +10,14 @@ import pytest
 import torch
 from torch import nn
 
+from sofar_cost.binary import BinaryConv2d, BinaryLinear
 from sofar_cost.costs import WidthCosts
 from sofar_cost.errors import SofarError
 from sofar_cost.latency import (
     Calibration,
     load_calibration,
     machine_key,
+    predict,
     predict_model,
     read_calibration,
 )
@@ -79,6 +81,21 @@ def test_word_efficiency_sees_odd_widths():
     assert {op.word_efficiency for op in convs} == {41 / 64, 82 / 128, 164 / 192, 328 / 384}
     wide = engine_ops(meta_model("rf-c4d8-37", 64), (1, 3, 224, 224), "packed")
     assert {op.word_efficiency for op in wide if op.kind == "binary_conv"} == {1.0}
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (BinaryConv2d(4, 4, 3, padding=1, groups=2), "groups=2 is not supported"),
+        (BinaryConv2d(4, 4, 3, padding=1, binary_input=False), "input is real-valued"),
+        (nn.Sequential(nn.Flatten(), BinaryLinear(4 * 6 * 6, 4)), "only binary Conv2d"),
+    ],
+)
+def test_layers_the_engine_does_not_run_get_no_prediction(calibration, layer, message):
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(3, 4, 1), layer)
+    with pytest.raises(SofarError, match=message):
+        predict(model, (1, 3, 6, 6), calibration)
 
 
 def test_prediction_sums_its_layers_and_is_deterministic(calibration):

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sofar_cost.binary import is_binary_layer, set_binarization
+from sofar_cost.binary import has_binary_input, is_binary_layer, set_binarization
+from sofar_cost.errors import SofarError
 from sofar_cost.models.layers import BinaryConvUnit
 
 WORD_BITS = 64
@@ -198,6 +199,24 @@ def _torch_op(layer: str, name: str, args: Any, out: Any) -> Op | None:
     return Op(layer, kind, (float(io),))
 
 
+def _check_packable(module: nn.Module, name: str) -> None:
+    """Refuse what the packed engine does not run (its own rules): no prediction for it."""
+    from sofar_cost.kernels.conv import check_module  # numba: load on demand
+
+    why = None
+    if not isinstance(module, nn.Conv2d):
+        why = "only binary Conv2d layers run on the packed kernels"
+    elif not has_binary_input(module):
+        why = "its input is real-valued (binary weights only), which the packed kernels do not run"
+    else:
+        try:
+            check_module(module, name)
+        except ValueError as error:
+            why = str(error)
+    if why is not None:
+        raise SofarError(f"no packed latency for layer {name} ({type(module).__name__}): {why}")
+
+
 def _copy_op(layer: str, tensor: torch.Tensor) -> Op:
     return Op(layer, "layout_copy", (2.0 * _numel(tensor.shape),))
 
@@ -267,6 +286,7 @@ def engine_ops(model: nn.Module, input_shape: tuple[int, ...], side: str, *,
         layer = names.get(id(module), type(module).__name__)
         owner = next((m for m in reversed(stack) if is_binary_layer(m)), None) if packed else None
         if owner is not None:
+            _check_packable(owner, names.get(id(owner), layer))
             if name == "convolution":  # sign / weight scale around it: folded away
                 parent = parents.get(id(owner))
                 unit = type(parent) is BinaryConvUnit and parent.shortcut is not None
