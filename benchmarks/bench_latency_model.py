@@ -34,7 +34,7 @@ from sofar_cost.costs import input_shape, model_cost
 from sofar_cost.engine import pack_model
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels.bench import thread_count
-from sofar_cost.latency import calibrate, load_calibration, predict_model
+from sofar_cost.latency import calibrate, load_calibration, predict_model, read_calibration
 from sofar_cost.latency.calibration import cpu_name, interleaved_ms
 from sofar_cost.models import PRESETS, create_model, list_models
 
@@ -70,6 +70,16 @@ def stats(predicted: list[float], measured: list[float]) -> dict[str, float]:
             "max_abs_pct_error": float(100 * np.max(np.abs(p / m - 1)))}
 
 
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    summary = {}
+    for side in ("packed", "torch_fp32"):
+        measured = [r[f"ms_{side}"] for r in rows]
+        summary[side] = {**stats([r[f"ms_{side}_predicted"] for r in rows], measured),
+                         "flops_pearson_r": stats([r["flops"] for r in rows], measured)[
+                             "pearson_r"]}
+    return summary
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -93,7 +103,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"({made}), then each preset measured in {result['rounds']} interleaved rounds "
         "(packed, torch fp32 channels-last), median of the rounds on the calibration's clock "
         f"({result['clock']}). "
-        "Predictions: docs/latency.md. The machine was shared with other jobs while this ran, "
+        + (f"Predicted again at `{result['predicted_at']}` with the same calibration. "
+           if result.get("predicted_at") else "")
+        + "Predictions: docs/latency.md. The machine was shared with other jobs while this ran, "
         "so absolute times are noisy.",
         "",
         "| side | Pearson r (predicted vs measured) | median abs error | max abs error | "
@@ -180,9 +192,17 @@ def main() -> None:
                              "bench_end_to_end.py run (e.g. reports/latency_vs_flops.json)")
     parser.add_argument("--from-json", type=Path,
                         help="re-render the report from this run's JSON (no timing)")
+    parser.add_argument("--repredict", action="store_true",
+                        help="with --from-json: predict again with the run's calibration")
     args = parser.parse_args()
     if args.from_json:
         result = json.loads(args.from_json.read_text())
+        if args.repredict:  # the same calibration and measurements, today's predictions
+            cal = read_calibration(Path(result["calibration"]["path"]))
+            for row in result["results"]:
+                row.update(predict_model(row["model"], "imagenet", None, cal).summary())
+            result["summary"] = summarize(result["results"])
+            result["predicted_at"] = git_commit()
         if args.reference:
             result["reference"] = reference_stats(result["results"], args.reference)
         write(result, args.out)
@@ -217,12 +237,7 @@ def main() -> None:
                 f"(predicted {row['ms_torch_fp32_predicted']:7.2f})")
             rows.append(row)
             bar.advance(task)
-    summary = {}
-    for side in ("packed", "torch_fp32"):
-        measured = [r[f"ms_{side}"] for r in rows]
-        summary[side] = {**stats([r[f"ms_{side}_predicted"] for r in rows], measured),
-                         "flops_pearson_r": stats([r["flops"] for r in rows], measured)[
-                             "pearson_r"]}
+    summary = summarize(rows)
     result = {
         "commit": commit, "cpu": cpu_name(), "platform": platform.platform(),
         "threads": args.threads, "rounds": rounds, "wall_s": time.perf_counter() - start,

@@ -128,9 +128,14 @@ def _mixed(tensors: list[torch.Tensor]) -> bool:
     return len({_layout(t) for t in tensors if t.dim() == 4} - {None}) > 1
 
 
-def conv_kind(kernel: int) -> str:
-    """The fp conv kind timed closest to this kernel size."""
-    return "conv1x1" if kernel <= 2 else "conv3x3" if kernel <= 5 else "conv7x7"
+def conv_kind(kernel: int, in_channels: int) -> str:
+    """The fp conv kind timed closest to this conv: ``conv7x7`` is the image stem (a large
+    kernel over a few input channels, fitted on stems only); every other conv of more than
+    1x1 goes to ``conv3x3``, fitted over many channel counts and sizes (a 6x6 "dense" conv
+    with 37M weights extrapolated from stems came out 25x too slow)."""
+    if kernel <= 2:
+        return "conv1x1"
+    return "conv7x7" if kernel >= 6 and in_channels <= 4 else "conv3x3"
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -182,7 +187,8 @@ def _torch_op(layer: str, name: str, args: Any, out: Any) -> Op | None:
         k = int(weight.shape[2])
         macs = _numel(outs[0].shape) * _numel(weight.shape[1:])
         ins = _numel(args[0].shape) + _numel(outs[0].shape)
-        return Op(layer, conv_kind(k), (float(macs), float(ins), float(_numel(weight.shape))))
+        kind = conv_kind(k, int(weight.shape[1]))
+        return Op(layer, kind, (float(macs), float(ins), float(_numel(weight.shape))))
     kind = _KIND_OF.get(name, "elementwise")
     if kind in ("add", "concat", "elementwise") and _mixed(_tensors(args)):
         kind = "mixed_layout"
