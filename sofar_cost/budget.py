@@ -12,6 +12,11 @@ A config file holds one or more ``[[model]]`` tables::
     tolerance = 0.0                # ... times (1 + tolerance)
     max_params_mbit = 33.2         # absolute limits (any combination)
     max_flops = 1.7e8
+    max_latency_ms = 30.0          # predicted packed latency (on = "latency" too) ...
+    calibration = "calib.json"     # ... under this calibration, relative to the config file
+
+A latency budget predicts with the calibration the config states, used as stated data on any
+machine (no CPU check), so the verdict is the same on every runner (docs/latency.md).
 
 Instead of ``name``, a model may be given by its family: ``family = "rf"`` (or ``f``, ``drf``,
 ``df``) with ``columns``, ``depth`` and ``width``.
@@ -38,7 +43,7 @@ from sofar_cost.models.registry import MAX_WIDTH, check_width, fractal_name, res
 from sofar_cost.results import Check, CheckReport, ModelResult
 
 FAMILIES = tuple(MAX_FRACTAL_COLUMNS)
-LIMITS = {"params": "max_params_mbit", "flops": "max_flops"}
+LIMITS = {"params": "max_params_mbit", "flops": "max_flops", "latency": "max_latency_ms"}
 
 
 class ConfigError(SofarError):
@@ -88,6 +93,11 @@ def _non_negative(value: Any) -> str | None:
     return None if ok else f"must be a non-negative finite number, got {value!r}"
 
 
+def _path(value: Any) -> str | None:
+    ok = isinstance(value, str) and value.strip() != ""
+    return None if ok else f"must be a path to a calibration file (a string), got {value!r}"
+
+
 def _table(value: Any) -> str | None:
     ok = isinstance(value, dict) and value
     return None if ok else "must be a [model.budget] table with at least one limit"
@@ -109,6 +119,8 @@ BUDGET_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "tolerance": _non_negative,
     "max_params_mbit": _non_negative,
     "max_flops": _non_negative,
+    "max_latency_ms": _non_negative,
+    "calibration": _path,
 }
 MODEL_KEYS = set(MODEL_FIELDS)
 BUDGET_KEYS = set(BUDGET_FIELDS)
@@ -153,6 +165,7 @@ class ConfigModel:
     path: Path
     index: int
     locate: _Locator = field(repr=False, compare=False)
+    calibration: Any = field(default=None, repr=False, compare=False)  # a latency budget's
 
     def error(self, key: str | None, message: str) -> ConfigError:
         return self.locate.error(self.index, key, message)
@@ -243,7 +256,8 @@ def _validate(entry: Any, index: int, path: Path, locate: _Locator) -> ConfigMod
     budget = entry["budget"]
     _check_fields(budget, BUDGET_FIELDS, "budget ", fail)
     if not ({"within", *LIMITS.values()} & budget.keys()):
-        raise fail(None, "the budget needs 'within' or 'max_params_mbit'/'max_flops'")
+        raise fail(None, "the budget needs 'within' or 'max_params_mbit'/'max_flops'/"
+                         "'max_latency_ms'")
     for key in ("on", "tolerance"):
         if key in budget and "within" not in budget:
             raise fail(key, f"{key!r} applies to a baseline: add within = \"MODEL\"")
@@ -264,7 +278,30 @@ def _validate(entry: Any, index: int, path: Path, locate: _Locator) -> ConfigMod
         tolerance=float(budget.get("tolerance", 0.0)),
         limits={m: float(budget[k]) for m, k in LIMITS.items() if k in budget},
         path=path, index=index, locate=locate,
+        calibration=_latency_calibration(budget, path, fail),
     )  # fmt: skip
+
+
+def _latency_calibration(budget: dict[str, Any], path: Path,
+                         fail: Callable[[str | None, str], ConfigError]) -> Any:
+    """The calibration a latency budget states (read, not checked against this machine);
+    None for other budgets. A latency budget without one, or one without a latency budget,
+    or a missing/malformed file: ConfigError at its line."""
+    from sofar_cost.latency import config_calibration
+
+    latency = "max_latency_ms" in budget or budget.get("on") == "latency"
+    if latency and "calibration" not in budget:
+        raise fail(None, "a latency budget (max_latency_ms or on = \"latency\") needs "
+                         "calibration = \"path\" (a 'sofar-cost calibrate' file)")
+    if "calibration" not in budget:
+        return None
+    if not latency:
+        raise fail("calibration", "calibration is only used by a latency budget: "
+                                  "max_latency_ms or on = \"latency\"")
+    try:
+        return config_calibration(path, budget["calibration"])
+    except SofarError as error:
+        raise fail("calibration", str(error)) from None
 
 
 def _resolve(name: str, fail: Callable[[str | None, str], ConfigError], key: str) -> Any:
@@ -290,15 +327,28 @@ def evaluate(entry: ConfigModel) -> ModelResult:
         str(entry.path), entry.label, report.model, entry.dataset, int(report.width or 0),
         report.params_mbit, report.flops,
     )  # fmt: skip
-    values = {"params": report.params_mbit, "flops": report.flops}
+    values = _values(report, entry)
+    result.ms_packed_predicted = values.get("latency")
     for metric, limit in entry.limits.items():
         result.checks.append(Check(metric, values[metric], limit, "absolute"))
     if baseline is not None:
-        base_values = {"params": baseline.params_mbit, "flops": baseline.flops}
+        base_values = _values(baseline, entry)
         for metric in ON_VALUES[entry.on]:
             limit = base_values[metric] * (1 + entry.tolerance)
             result.checks.append(Check(metric, values[metric], limit, baseline.model))
     return result
+
+
+def _values(report: Any, entry: ConfigModel) -> dict[str, float]:
+    """The costs a budget can limit; with a latency budget, the predicted packed ms under
+    the config's calibration."""
+    values = {"params": report.params_mbit, "flops": report.flops}
+    if entry.calibration is not None:
+        from sofar_cost.latency import predict_model
+
+        values["latency"] = predict_model(report.model, report.dataset, report.width,
+                                          entry.calibration, ("packed",)).ms_packed
+    return values
 
 
 def check_configs(paths: list[Path]) -> CheckReport:

@@ -11,14 +11,17 @@ Every user mistake surfaces as one line on stderr and exit code 2, never a trace
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from sofar_cost.cli_options import (
+    CalibrationOpt,
     CountOpt,
     DatasetOpt,
+    ForceCalibrationOpt,
     FormatOpt,
+    LatencyThreadsOpt,
     TableJsonOpt,
     WidthOpt,
     compute_and_show,
@@ -75,13 +78,45 @@ def compare(
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Show per-layer costs.")] = False,
     fmt: FormatOpt = "table",
     count: CountOpt = None,
+    latency: Annotated[
+        bool, typer.Option("--latency", help="Also predicted latency, packed and torch fp32.")
+    ] = False,
+    calibration: CalibrationOpt = None,
+    force_calibration: ForceCalibrationOpt = False,
+    threads: LatencyThreadsOpt = 1,
 ) -> None:
     """Params and Flops side by side, each as a share of the last-named model (the baseline)."""
     from sofar_cost.costs import compare as compare_models
     from sofar_cost.count_options import CountOptions
 
     options = CountOptions.from_flags(count)
-    compute_and_show(fmt, compare_models, models, dataset, width, options, per_layer)
+    compute_and_show(fmt, lambda: compare_models(
+        models, dataset, width, options, per_layer,
+        _calibration(calibration, force_calibration, threads) if latency else None))
+
+
+def _calibration(path: Path | None, force: bool, threads: int) -> Any:
+    """The latency calibration to predict with, checked against this machine unless forced."""
+    from sofar_cost.latency import load_calibration
+
+    return load_calibration(path, threads=threads, allow_mismatch=force)
+
+
+@app.command()
+@user_errors
+def calibrate(
+    threads: Annotated[int, typer.Option(help="Threads to calibrate for (kernels and torch).")]
+    = 1,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File; default: the user cache directory.")
+    ] = None,
+    fmt: TableJsonOpt = "table",
+) -> None:
+    """Measure this machine's latency model (per-op costs) for --latency and --on latency."""
+    from sofar_cost.latency import calibrate as run_calibration  # numba compiles: on demand
+
+    compute_and_show(fmt, lambda: run_calibration(threads, out, progress=fmt == "table")
+                     .summary(), formats=TABLE_OR_JSON)
 
 
 @app.command()
@@ -101,7 +136,7 @@ def table(
 def solve(
     model: Annotated[str, typer.Argument(help="Model (family) whose width to solve.")],
     match: Annotated[str | None, typer.Option("--match", help="Baseline model.")] = None,
-    on: Annotated[str, typer.Option(help="params, flops or both")] = "params",
+    on: Annotated[str, typer.Option(help="params, flops, both or latency")] = "params",
     dataset: DatasetOpt = "imagenet",
     budget_mbit: Annotated[float | None, typer.Option("--budget-mbit")] = None,
     budget_flops: Annotated[float | None, typer.Option("--budget-flops")] = None,
@@ -110,13 +145,24 @@ def solve(
         str | None, typer.Option("--columns", help="Solve C = 1..6 of the family, e.g. '1..6'.")
     ] = None,
     fmt: TableJsonOpt = "table",
+    budget_ms: Annotated[
+        float | None, typer.Option("--budget-ms", help="Predicted packed latency limit.")
+    ] = None,
+    calibration: CalibrationOpt = None,
+    force_calibration: ForceCalibrationOpt = False,
+    threads: LatencyThreadsOpt = 1,
 ) -> None:
     """The largest width whose cost stays within a baseline's (or an absolute) budget."""
     from sofar_cost.solver import solve as solve_model
 
     compute_and_show(
-        fmt, solve_model, model, match=match, dataset=dataset, on=on, budget_mbit=budget_mbit,
-        budget_flops=budget_flops, multiple_of=multiple_of, columns=columns, formats=TABLE_OR_JSON,
+        fmt, lambda: solve_model(
+            model, match=match, dataset=dataset, on=on, budget_mbit=budget_mbit,
+            budget_flops=budget_flops, multiple_of=multiple_of, columns=columns,
+            budget_ms=budget_ms,
+            calibration=_calibration(calibration, force_calibration, threads)
+            if on == "latency" else None),
+        formats=TABLE_OR_JSON,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,6 +23,19 @@ TableJsonOpt = Annotated[str, typer.Option("--format", "-f", help="table or json
 WidthOpt = Annotated[
     int | None,
     typer.Option("--width", help="Width (growth rate) instead of the paper's, for every model."),
+]
+CalibrationOpt = Annotated[
+    Path | None,
+    typer.Option("--calibration", help="Latency calibration file ('sofar-cost calibrate'); "
+                 "default: this machine's, in the user cache directory."),
+]
+ForceCalibrationOpt = Annotated[
+    bool,
+    typer.Option("--force-calibration", help="Use a calibration made for another CPU, kernel "
+                 "variant, thread count or sofar-cost version anyway."),
+]
+LatencyThreadsOpt = Annotated[
+    int, typer.Option("--threads", help="Threads the latency is predicted for (the calibration's).")
 ]
 CountOpt = Annotated[
     list[str] | None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ from sofar_cost.models.layers import DATASETS
 from sofar_cost.models.registry import check_dataset, check_width, model_width, resolve
 from sofar_cost.results import Comparison
 from sofar_cost.tracer import CostReport, parameter_counts, trace
+
+if TYPE_CHECKING:
+    from sofar_cost.latency import Calibration, LatencyPrediction
 
 Builder = Callable[[int], nn.Module]
 
@@ -37,22 +41,27 @@ class WidthCosts:
         options: CountOptions | None = None,
         name: str = "model",
         dataset: str = "",
+        calibration: Calibration | None = None,
     ) -> None:
         self.build = build
+        self.calibration = calibration
         self.shape = shape
         self.options = options or CountOptions()
         self.name = name
         self.dataset = dataset
         self.params_mbit = lru_cache(maxsize=None)(self._params_mbit)
         self.report = lru_cache(maxsize=None)(self._report)
+        self.latency = lru_cache(maxsize=None)(self._latency)
 
     @classmethod
     def for_model(
-        cls, name: str, dataset: str = "imagenet", options: CountOptions | None = None
+        cls, name: str, dataset: str = "imagenet", options: CountOptions | None = None,
+        calibration: Calibration | None = None,
     ) -> WidthCosts:
         spec = resolve(name)
         data = check_dataset(dataset)
-        return cls(lambda w: spec.build(w, data), input_shape(dataset), options, spec.name, dataset)
+        return cls(lambda w: spec.build(w, data), input_shape(dataset), options, spec.name, dataset,
+                   calibration)
 
     def _meta_model(self, width: int) -> nn.Module:
         with torch.device("meta"):
@@ -67,7 +76,19 @@ class WidthCosts:
             model, self.shape, self.options, name=self.name, dataset=self.dataset, width=width
         )
 
+    def _latency(self, width: int, sides: tuple[str, ...] = ("packed", "torch_fp32")
+                 ) -> LatencyPrediction:
+        """Predicted latency at ``width`` (needs the calibration given at construction)."""
+        from sofar_cost.latency import predict
+
+        if self.calibration is None:
+            raise SofarError("a latency cost needs a calibration (--calibration FILE)")
+        return predict(self._meta_model(width), self.shape, self.calibration, name=self.name,
+                       dataset=self.dataset, width=width, sides=sides)
+
     def metric(self, width: int, on: str) -> float:
+        if on == "latency":  # the packed side only: one trace per probed width
+            return self.latency(width, ("packed",)).ms_packed
         return self.params_mbit(width) if on == "params" else self.report(width).flops
 
 
@@ -114,12 +135,19 @@ def compare(
     width: int | None = None,
     options: CountOptions | None = None,
     per_layer: bool = False,
+    calibration: Calibration | None = None,
 ) -> Comparison:
-    """``sofar-cost compare``: the models' costs, each beside the last-named (the baseline)."""
+    """``sofar-cost compare``: the models' costs, each beside the last-named (the baseline);
+    with a ``calibration``, also their predicted latency (packed and torch fp32)."""
     if not models:
         raise SofarError("name at least one model; the last one is the baseline")
     check_dataset(dataset)
     if width is not None:
         check_width(width)
     reports = [model_cost(name, dataset, width, options) for name in models]
-    return Comparison(reports, dataset, per_layer)
+    latency = None
+    if calibration is not None:
+        from sofar_cost.latency import predict_model
+
+        latency = [predict_model(name, dataset, width, calibration) for name in models]
+    return Comparison(reports, dataset, per_layer, latency)

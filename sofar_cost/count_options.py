@@ -22,7 +22,8 @@ COUNT_FLAGS = {
 
 # What a budget may constrain (``solve --on``, ``on`` in a config) -> the metrics it checks:
 # the two quantities the formulas below compute.
-METRICS = {"params": ("params",), "flops": ("flops",), "both": ("params", "flops")}
+METRICS = {"params": ("params",), "flops": ("flops",), "both": ("params", "flops"),
+           "latency": ("latency",)}  # predicted packed latency (docs/latency.md)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sofar_cost.formatting import FORMATS, Column
 
 if TYPE_CHECKING:
+    from sofar_cost.latency import LatencyPrediction
     from sofar_cost.tracer import CostReport
 
 TABLE_OR_JSON = ("table", "json")
@@ -60,6 +61,20 @@ LAYER_COLUMNS = [
     Column("name", "layer"), Column("kind", "type"), Column("binary", "binary"),
     Column("output_shape", "output"), *COST_COLUMNS[5:], Column("flops", "Flops", ".3e"),
 ]  # fmt: skip
+# Predicted latency (``--latency``, docs/latency.md): per model and per layer.
+LATENCY_COLUMNS = [
+    Column("ms_packed_predicted", "ms packed (pred.)", ".2f"),
+    Column("ms_torch_fp32_predicted", "ms torch fp32 (pred.)", ".2f"),
+    Column("word_efficiency", "word eff.", ".2f"),
+]
+LATENCY_LAYER_COLUMNS = [
+    Column("name", "layer"),
+    Column("latency_kinds", "ops"),
+    Column("ms_packed", "ms packed (pred.)", ".3f"),
+    Column("ms_torch_fp32", "ms torch fp32 (pred.)", ".3f"),
+    Column("words_per_pixel", "words/pixel", "d"),
+    Column("word_efficiency", "word eff.", ".2f"),
+]
 COSTED = ("fp_params", "binary_params", "fp_macs", "binary_macs", "fp_other_ops")
 
 
@@ -91,6 +106,7 @@ class Comparison(Result):
     reports: Sequence[CostReport]
     dataset: str
     per_layer: bool = False
+    latency: Sequence[LatencyPrediction] | None = None  # with --latency, one per report
 
     @property
     def baseline(self) -> CostReport:
@@ -99,7 +115,7 @@ class Comparison(Result):
     def to_dict(self) -> list[dict[str, Any]]:
         base = self.baseline
         rows = []
-        for report in self.reports:
+        for index, report in enumerate(self.reports):
             row = report.summary()
             row["baseline"] = base.model
             row["params_ratio"] = report.params_mbit / base.params_mbit
@@ -107,6 +123,12 @@ class Comparison(Result):
             row["peak_activation_mb"] = report.peak_activation_bytes / 1e6
             if self.per_layer:
                 row["layers"] = [r for r in report.layer_rows() if any(r[k] for k in COSTED)]
+            if self.latency is not None:
+                prediction, base_ms = self.latency[index], self.latency[-1].ms_packed
+                row.update(prediction.summary())
+                row["ms_packed_ratio"] = prediction.ms_packed / base_ms
+                if self.per_layer:
+                    row["latency_layers"] = prediction.layers
             rows.append(row)
         return rows
 
@@ -125,6 +147,14 @@ class Comparison(Result):
         ]
         layers = [Section(r["layers"], LAYER_COLUMNS, f"{r['model']} per layer")
                   for r in rows if self.per_layer]  # fmt: skip
+        if self.latency is not None:
+            for row in rows:
+                row["ms_packed_pct"] = _percent(row["ms_packed_ratio"])
+            columns[7:7] = [*LATENCY_COLUMNS[:1],
+                            Column("ms_packed_pct", f"% {base} ms", ".1f"), *LATENCY_COLUMNS[1:]]
+            layers += [Section(r["latency_layers"], LATENCY_LAYER_COLUMNS,
+                               f"{r['model']} predicted latency per layer")
+                       for r in rows if self.per_layer]  # fmt: skip
         return [*layers, Section(rows, columns, f"costs on {self.dataset} (baseline: {base})")]
 
 
@@ -178,6 +208,10 @@ class WidthSolve(Result):
     candidates: list[dict[str, Any]]
     # Shown in the table, not part of the JSON: the baseline's own cost summary.
     baseline_row: dict[str, Any] | None = field(default=None, metadata={"json": False})
+    # --on latency: predicted packed ms at the solved width and of the budget (docs/latency.md)
+    ms_packed_predicted: float | None = None
+    baseline_ms_packed_predicted: float | None = None
+    calibration: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("json", 1)}
@@ -188,11 +222,20 @@ class WidthSolve(Result):
         else:
             last = {"label": "budget", "params_mbit": self.baseline_params_mbit,
                     "flops": self.baseline_flops}  # fmt: skip
+        last["ms_packed_predicted"] = self.baseline_ms_packed_predicted
         title = f"{self.model} on {self.dataset}: largest width within budget ({self.on})"
-        return [Section([*self.candidates, last], [Column("label", ""), *COST_COLUMNS[3:5]], title)]
+        columns = [Column("label", ""), *COST_COLUMNS[3:5]]
+        if self.on == "latency":
+            columns.append(LATENCY_COLUMNS[0])
+        return [Section([*self.candidates, last], columns, title)]
 
     def notes(self) -> list[str]:
         lines = [f"[bold]{self.model}[/bold] width = [bold green]{self.width}[/bold green]"]
+        if self.ms_packed_predicted is not None:
+            against = (f"the baseline {self.baseline}'s" if self.baseline else "the budget's")
+            lines.append(f"predicted packed latency {self.ms_packed_predicted:.2f} ms against "
+                         f"{against} {self.baseline_ms_packed_predicted:.2f} ms "
+                         f"(calibration {self.calibration})")
         if self.paper_width is not None and self.paper_width != self.width:
             lines.append(f"the paper uses width {self.paper_width}: {self.note}")
         return lines
@@ -260,6 +303,7 @@ class ModelResult:
     params_mbit: float
     flops: float
     checks: list[Check] = field(default_factory=list)
+    ms_packed_predicted: float | None = None  # with a latency budget (docs/latency.md)
 
     @property
     def passed(self) -> bool:
@@ -276,6 +320,7 @@ class ModelResult:
             "flops": self.flops,
             "passed": self.passed,
             "checks": [c.to_dict() for c in self.checks],
+            "ms_packed_predicted": self.ms_packed_predicted,
         }
 
 
@@ -330,10 +375,40 @@ class CheckReport(Result):
         for r in self.results:
             for c in r.checks:
                 if not c.passed:
-                    unit = " Mbit" if c.metric == "params" else " Flops"
+                    unit = {"params": " Mbit", "latency": " ms (predicted)"}.get(c.metric,
+                                                                                " Flops")
                     lines.append(f"over budget: {r.label} ({r.file}): {c.metric} {c.value:.6g} > "
                                  f"{c.limit:.6g} ({c.source}) by {c.excess:.6g}{unit}")
         return lines
+
+
+@dataclass
+class CalibrationRun(Result):
+    """``sofar-cost calibrate``: the file written, what it is valid for, how each kind fits."""
+
+    formats: ClassVar[tuple[str, ...]] = TABLE_OR_JSON
+
+    path: str
+    key: dict[str, Any]
+    wall_s: float
+    kinds: list[dict[str, Any]]  # kind, samples, per_call_us, median_abs_pct_error
+    COLUMNS: ClassVar[list[Column]] = [
+        Column("kind", "kind"), Column("samples", "samples", "d"),
+        Column("per_call_us", "us per call", ".1f"),
+        Column("median_abs_pct_error", "median |fit error| %", ".1f"),
+    ]  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def sections(self) -> list[Section]:
+        k = self.key
+        title = (f"latency calibration: {k['cpu']}, {k['kernel_variant']}, {k['threads']} "
+                 f"thread(s), sofar-cost {k['package_version']}")  # fmt: skip
+        return [Section(self.kinds, self.COLUMNS, title)]
+
+    def notes(self) -> list[str]:
+        return [f"wrote {self.path} in {self.wall_s:.0f} s"]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from sofar_cost.models.registry import (
 from sofar_cost.results import FamilySolve, WidthSolve
 from sofar_cost.tracer import CostReport
 
+if TYPE_CHECKING:
+    from sofar_cost.latency import Calibration
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -37,9 +41,11 @@ class Budget:
 
     params_mbit: float | None = None
     flops: float | None = None
+    latency_ms: float | None = None  # predicted packed latency (a calibration's)
 
     def limit(self, metric: str) -> float | None:
-        return self.params_mbit if metric == "params" else self.flops
+        return {"params": self.params_mbit, "flops": self.flops,
+                "latency": self.latency_ms}[metric]
 
 
 @dataclass
@@ -123,20 +129,27 @@ def solve_width(
 
 
 def budget_for(
-    match: str | None, dataset: str, mbit: float | None = None, flops: float | None = None
+    match: str | None, dataset: str, mbit: float | None = None, flops: float | None = None,
+    ms: float | None = None, calibration: Calibration | None = None,
 ) -> tuple[Budget, CostReport | None]:
     """The budget of a baseline model (``--match``) or of absolute limits, not both; with the
-    baseline's report when there is one."""
-    if match is None and mbit is None and flops is None:
-        raise SofarError(
-            "give a baseline with --match MODEL or a budget with --budget-mbit/--budget-flops"
-        )
-    if match is not None and (mbit is not None or flops is not None):
-        raise SofarError("use either --match or --budget-mbit/--budget-flops, not both")
+    baseline's report when there is one. With a ``calibration``, the baseline's budget includes
+    its predicted packed latency."""
+    if match is None and mbit is None and flops is None and ms is None:
+        raise SofarError("give a baseline with --match MODEL or a budget with "
+                         "--budget-mbit/--budget-flops/--budget-ms")
+    if match is not None and (mbit is not None or flops is not None or ms is not None):
+        raise SofarError("use either --match or --budget-mbit/--budget-flops/--budget-ms, "
+                         "not both")
     if match is None:
-        return Budget(mbit, flops), None
+        return Budget(mbit, flops, ms), None
     report = model_cost(match, dataset)
-    return Budget(report.params_mbit, report.flops), report
+    latency = None
+    if calibration is not None:
+        from sofar_cost.latency import predict_model
+
+        latency = predict_model(match, dataset, None, calibration, ("packed",)).ms_packed
+    return Budget(report.params_mbit, report.flops, latency), report
 
 
 def parse_columns(text: str, family: str) -> list[int]:
@@ -164,12 +177,15 @@ def solve_spec(
     on: str = "params",
     multiple_of: int = 1,
     baseline: CostReport | None = None,
+    calibration: Calibration | None = None,
 ) -> WidthSolve:
     """One solve with its neighbouring widths and, where comparable, the paper's width."""
-    costs = WidthCosts.for_model(spec.name, dataset)
+    costs = WidthCosts.for_model(spec.name, dataset, calibration=calibration)
     w = solve_width(costs, budget, on, multiple_of).width
+    latency = on == "latency"
     candidates = [
-        {"label": f"width {v}" + ("  <- solved" if v == w else ""), **costs.report(v).summary()}
+        {"label": f"width {v}" + ("  <- solved" if v == w else ""), **costs.report(v).summary(),
+         **({"ms_packed_predicted": costs.metric(v, "latency")} if latency else {})}
         for v in (w - multiple_of, w, w + multiple_of)
         if v >= 1
     ]
@@ -186,6 +202,8 @@ def solve_spec(
         solved.params_mbit / budget.params_mbit if budget.params_mbit else None,
         solved.flops / budget.flops if budget.flops else None,
         paper_width, note, candidates, baseline.summary() if baseline else None,
+        costs.metric(w, "latency") if latency else None, budget.latency_ms if latency else None,
+        str(calibration.path) if latency and calibration else None,
     )  # fmt: skip
 
 
@@ -199,13 +217,21 @@ def solve(
     budget_flops: float | None = None,
     multiple_of: int = 1,
     columns: str | None = None,
+    budget_ms: float | None = None,
+    calibration: Calibration | None = None,
 ) -> WidthSolve | FamilySolve:
     """``sofar-cost solve``: a model's (or, with ``columns``, a family's) widths within a
-    baseline's or an absolute budget."""
+    baseline's or an absolute budget. ``on="latency"`` solves on predicted packed latency
+    and needs a ``calibration`` (:func:`sofar_cost.latency.load_calibration`)."""
     check_dataset(dataset)
     spec = resolve(model)
-    budget, baseline = budget_for(match, dataset, budget_mbit, budget_flops)
-    if columns is None:
-        return solve_spec(spec, budget, dataset, on, multiple_of, baseline)
-    specs = [column_variant(spec, c) for c in parse_columns(columns, spec.family)]
-    return FamilySolve([solve_spec(s, budget, dataset, on, multiple_of, baseline) for s in specs])
+    if on == "latency" and calibration is None:
+        raise SofarError("--on latency needs a calibration (--calibration FILE)")
+    calibration = calibration if on == "latency" else None
+    budget, baseline = budget_for(match, dataset, budget_mbit, budget_flops, budget_ms,
+                                  calibration)
+    specs = [spec] if columns is None else [
+        column_variant(spec, c) for c in parse_columns(columns, spec.family)]
+    solves = [solve_spec(s, budget, dataset, on, multiple_of, baseline, calibration)
+              for s in specs]
+    return solves[0] if columns is None else FamilySolve(solves)

@@ -96,4 +96,4 @@ def test_infeasible_budgets() -> None:
     with pytest.raises(SofarError, match="no flops budget"):
         solve_width(costs, Budget(params_mbit=10), on="flops")
     with pytest.raises(SofarError, match="--on must be"):
-        solve_width(costs, Budget(params_mbit=10), on="latency")
+        solve_width(costs, Budget(params_mbit=10), on="speed")

@@ -1,0 +1,206 @@
+"""Latency model: op mapping, fit, calibration files (synthetic: no timing), prediction, solve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sofar_cost.binary import BinaryConv2d, BinaryLinear
+from sofar_cost.costs import WidthCosts
+from sofar_cost.errors import SofarError
+from sofar_cost.latency import (
+    Calibration,
+    load_calibration,
+    machine_key,
+    predict,
+    predict_model,
+    read_calibration,
+)
+from sofar_cost.latency.calibration import (
+    FIT_ORDER,
+    fit,
+    nonnegative_lstsq,
+    sample_ops,
+    samples,
+)
+from sofar_cost.latency.ops import FEATURES, engine_ops
+from sofar_cost.models.layers import BinaryConvUnit
+from sofar_cost.models.registry import create_model
+from sofar_cost.solver import Budget, solve_width
+
+
+def synthetic(seed: int = 0) -> dict[str, dict[str, float]]:
+    """Made-up, distinct coefficients for every kind (ms per call and per unit of work)."""
+    rng = np.random.default_rng(seed)
+    return {kind: {"per_call": float(rng.uniform(1e-3, 1e-2)),
+                   **{f: float(rng.uniform(1e-8, 1e-6)) for f in features}}
+            for kind, features in FEATURES.items()}
+
+
+def write(path: Path, key: dict | None = None, **changes) -> Path:
+    data = Calibration(key or machine_key(1), synthetic()).to_json()
+    data.update(changes)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory) -> Calibration:
+    return load_calibration(write(tmp_path_factory.mktemp("cal") / "c.json"))
+
+
+def meta_model(name: str, width: int | None = None):
+    with torch.device("meta"):
+        return create_model(name, "imagenet", width)
+
+
+def kinds(ops) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for op in ops:
+        found[op.kind] = found.get(op.kind, 0) + 1
+    return found
+
+
+def test_packed_bireal18_fuses_bn_and_shortcut_into_its_16_binary_convs():
+    packed = kinds(engine_ops(meta_model("bireal18"), (1, 3, 224, 224), "packed"))
+    fp32 = kinds(engine_ops(meta_model("bireal18"), (1, 3, 224, 224), "torch_fp32"))
+    assert packed["binary_conv"] == 16 and "conv3x3" not in packed and "add" not in packed
+    assert packed["batchnorm"] == 4  # stem + three downsampling shortcuts, not the 16 fused
+    assert fp32["conv3x3"] == 16 and fp32["add"] == 16 and fp32["batchnorm"] == 20
+    assert "binary_conv" not in fp32
+
+
+def test_word_efficiency_sees_odd_widths():
+    ops = engine_ops(meta_model("rf-c4d8-37", 41), (1, 3, 224, 224), "packed")
+    convs = [op for op in ops if op.kind == "binary_conv"]
+    assert {op.word_efficiency for op in convs} == {41 / 64, 82 / 128, 164 / 192, 328 / 384}
+    wide = engine_ops(meta_model("rf-c4d8-37", 64), (1, 3, 224, 224), "packed")
+    assert {op.word_efficiency for op in wide if op.kind == "binary_conv"} == {1.0}
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (BinaryConv2d(4, 4, 3, padding=1, groups=2), "groups=2 is not supported"),
+        (BinaryConv2d(4, 4, 3, padding=1, binary_input=False), "input is real-valued"),
+        (nn.Sequential(nn.Flatten(), BinaryLinear(4 * 6 * 6, 4)), "only binary Conv2d"),
+    ],
+)
+def test_layers_the_engine_does_not_run_get_no_prediction(calibration, layer, message):
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(3, 4, 1), layer)
+    with pytest.raises(SofarError, match=message):
+        predict(model, (1, 3, 6, 6), calibration)
+
+
+def test_prediction_sums_its_layers_and_is_deterministic(calibration):
+    first = predict_model("bireal18", "imagenet", None, calibration)
+    again = predict_model("bireal18", "imagenet", None, calibration)
+    assert first.ms_packed == again.ms_packed > 0
+    assert first.ms_packed == pytest.approx(sum(r["ms_packed"] for r in first.layers))
+    assert first.ms_torch_fp32 == pytest.approx(sum(r["ms_torch_fp32"] for r in first.layers))
+    assert first.word_efficiency == 1.0  # 64..512 channels fill their words
+    assert predict_model("bireal34", "imagenet", None, calibration).ms_packed > first.ms_packed
+
+
+def test_fit_recovers_known_coefficients():
+    grid = samples()
+    truth = Calibration({}, synthetic(1))
+    rows = [{"label": s.label, "kind": s.kind, "ms": sum(truth.op_ms(op) for op in sample_ops(s))}
+            for s in grid]
+    fitted = fit(grid, rows)
+    assert set(fitted) == set(FIT_ORDER) == set(FEATURES)
+    for r in rows:
+        assert r["predicted_ms"] == pytest.approx(r["ms"], rel=1e-6)
+
+
+def test_nonnegative_lstsq_drops_a_negative_coefficient():
+    a = np.array([[1.0, 1.0], [1.0, 2.0], [1.0, 3.0]])
+    x = nonnegative_lstsq(a, np.array([3.0, 2.0, 1.0]))  # unconstrained slope would be -1
+    assert (x >= 0).all() and x[1] == 0
+
+
+def test_mismatched_calibration_is_refused_unless_forced(tmp_path):
+    other = {**machine_key(1), "cpu": "Some Other CPU (family 6, model 85, stepping 4)"}
+    path = write(tmp_path / "other.json", other)
+    with pytest.raises(SofarError, match="another setup: cpu 'Some Other CPU"):
+        load_calibration(path)
+    assert load_calibration(path, allow_mismatch=True).key["cpu"].startswith("Some Other")
+    with pytest.raises(SofarError, match="threads 1 \\(here: 2\\)"):
+        load_calibration(write(tmp_path / "t1.json"), threads=2)
+    variant = {**machine_key(1), "kernel_variant": "scalar-popcnt"}
+    if variant["kernel_variant"] != machine_key(1)["kernel_variant"]:
+        with pytest.raises(SofarError, match="kernel_variant"):
+            load_calibration(write(tmp_path / "v.json", variant))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "invalid JSON"),
+        ('{"format": "something-else"}', "not a calibration file"),
+        ("[1, 2]", "not a calibration file"),
+    ],
+)
+def test_malformed_calibration_files(tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(SofarError, match=message):
+        read_calibration(path)
+
+
+def test_missing_or_negative_coefficients_are_refused(tmp_path):
+    coefficients = synthetic()
+    del coefficients["binary_conv"]["conv_words"]
+    with pytest.raises(SofarError, match="'binary_conv' must give non-negative numbers"):
+        read_calibration(write(tmp_path / "a.json", coefficients=coefficients))
+    coefficients = synthetic()
+    coefficients["relu"]["per_call"] = -1.0
+    with pytest.raises(SofarError, match="'relu'"):
+        read_calibration(write(tmp_path / "b.json", coefficients=coefficients))
+    with pytest.raises(SofarError, match="format version"):
+        read_calibration(write(tmp_path / "c.json", format_version=99))
+    with pytest.raises(SofarError, match="no such calibration file"):
+        read_calibration(tmp_path / "missing.json")
+
+
+def test_no_default_calibration_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(SofarError, match="run 'sofar-cost calibrate --threads 1'"):
+        load_calibration()
+
+
+def solved(costs: WidthCosts, budget_ms: float) -> int:
+    width = solve_width(costs, Budget(latency_ms=budget_ms), "latency").width
+    assert costs.metric(width, "latency") <= budget_ms < costs.metric(width + 1, "latency")
+    return width
+
+
+def tiny_net(width: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), BinaryConvUnit(width, width),
+                         BinaryConvUnit(width, width))
+
+
+def test_solve_on_latency_is_deterministic_and_tight_on_a_small_net(calibration):
+    costs = [WidthCosts(tiny_net, (1, 3, 8, 8), calibration=calibration) for _ in range(2)]
+    budget = costs[0].metric(100, "latency")
+    assert solved(costs[0], budget) == solved(costs[1], budget) == 100
+
+
+@pytest.mark.slow
+def test_solve_rf_on_bireal18_latency_is_deterministic(calibration):
+    baseline = predict_model("bireal18", "imagenet", None, calibration).ms_packed
+    widths = [solved(WidthCosts.for_model("rf-c3d4-21", "imagenet", calibration=calibration),
+                     baseline) for _ in range(2)]
+    assert widths[0] == widths[1]
+
+
+def test_latency_solve_needs_a_calibration():
+    costs = WidthCosts.for_model("rf-c3d4-21", "imagenet")
+    with pytest.raises(SofarError, match="needs a calibration"):
+        costs.metric(8, "latency")
