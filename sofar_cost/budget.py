@@ -13,6 +13,10 @@ A config file holds one or more ``[[model]]`` tables::
     max_params_mbit = 33.2         # absolute limits (any combination)
     max_flops = 1.7e8
 
+``name`` (and ``within``) take any model spec (docs/model-specs.md): a user model
+``"path/to/file.py:make"`` or ``"package.module:make"`` comes with ``input_shape = [1, 3, 32,
+32]`` and a ``[model.kwargs]`` table; a relative file path is read from the config's folder.
+``strict = true`` makes uncounted ops that can multiply (FFTs, custom ops) an error.
 Instead of ``name``, a model may be given by its family: ``family = "rf"`` (or ``f``, ``drf``,
 ``df``) with ``columns``, ``depth`` and ``width``. Malformed files raise :class:`ConfigError`
 naming the file, the line where it can be found, and what would be valid.
@@ -27,12 +31,21 @@ from typing import Any
 
 from sofar_cost.costs import model_cost
 from sofar_cost.errors import SofarError
+from sofar_cost.model_source import (
+    ModelSource,
+    load_source,
+    parse_input_shape,
+    uncounted_warnings,
+)
 from sofar_cost.models.layers import DATASETS
-from sofar_cost.models.registry import resolve
 from sofar_cost.results import Check, CheckReport, ModelResult
 from sofar_cost.solver import METRICS as ON_VALUES
+from sofar_cost.tracer import CostReport
 
-MODEL_KEYS = {"name", "family", "columns", "depth", "width", "dataset", "budget"}
+MODEL_KEYS = {
+    "name", "family", "columns", "depth", "width", "dataset", "budget", "kwargs", "input_shape",
+    "strict",
+}  # fmt: skip
 BUDGET_KEYS = {"within", "on", "tolerance", "max_params_mbit", "max_flops"}
 FAMILIES = ("rf", "f", "drf", "df")
 
@@ -137,15 +150,31 @@ def _validate(entry: dict[str, Any], index: int, locate: _Locator) -> None:
         )
     if "on" in budget and budget["on"] not in ON_VALUES:
         raise locate.error(index, "on", f"on must be one of {', '.join(ON_VALUES)}")
+    if not isinstance(entry.get("kwargs", {}), dict):
+        raise locate.error(index, "kwargs", "kwargs must be a table: [model.kwargs]")
+    if not isinstance(entry.get("strict", False), bool):
+        raise locate.error(index, "strict", "strict must be true or false")
     try:
-        resolve(_model_name(entry))
-        if "within" in budget:
-            resolve(budget["within"])
+        parse_input_shape(entry.get("input_shape"))
+    except SofarError as error:
+        raise locate.error(index, "input_shape", str(error)) from None
+    try:
+        entry_sources(locate.path, entry)
     except SofarError as error:
         key = "within" if "within" in budget and str(budget["within"]) in str(error) else "name"
         raise locate.error(
             index, key if key in entry or key == "within" else None, str(error)
         ) from None
+
+
+def entry_sources(path: Path, entry: dict[str, Any]) -> tuple[ModelSource, ModelSource | None]:
+    """The entry's model and its baseline (``within``), if any. User models take the entry's
+    ``kwargs`` and ``input_shape``; relative file paths are read from the config's folder."""
+    kwargs, shape = entry.get("kwargs"), parse_input_shape(entry.get("input_shape"))
+    model = load_source(_model_name(entry), kwargs, shape, base_dir=path.parent)
+    within = entry["budget"].get("within")
+    baseline = None if within is None else load_source(within, kwargs, shape, base_dir=path.parent)
+    return model, baseline
 
 
 def _model_name(entry: dict[str, Any]) -> str:
@@ -155,33 +184,43 @@ def _model_name(entry: dict[str, Any]) -> str:
     return f"{entry['family']}-c{columns}d{2 ** (columns - 1)}-{entry['depth']}"
 
 
-def evaluate(path: Path, entry: dict[str, Any]) -> ModelResult:
-    """Cost the model and compare it with each of its limits."""
+def evaluate(
+    path: Path, entry: dict[str, Any], reports: list[CostReport] | None = None
+) -> ModelResult:
+    """Cost the model and compare it with each of its limits; the cost reports used (model,
+    then baseline) are appended to ``reports`` when given."""
     dataset = entry.get("dataset", "imagenet")
-    report = model_cost(_model_name(entry), dataset, entry.get("width"))
+    source, baseline_source = entry_sources(path, entry)
+    report = model_cost(source, dataset, entry.get("width"))
     result = ModelResult(
-        str(path), str(entry.get("name", _model_name(entry))), report.model, dataset,
+        str(path), str(entry.get("name", _model_name(entry))), report.model, report.dataset,
         int(report.width or 0), report.params_mbit, report.flops,
     )  # fmt: skip
+    used = [report]
     values = {"params": report.params_mbit, "flops": report.flops}
     budget = entry["budget"]
     for metric, key in (("params", "max_params_mbit"), ("flops", "max_flops")):
         if key in budget:
             result.checks.append(Check(metric, values[metric], float(budget[key]), "absolute"))
-    if "within" in budget:
-        baseline = model_cost(budget["within"], dataset)
+    if baseline_source is not None:
+        baseline = model_cost(baseline_source, dataset)
+        used.append(baseline)
         scale = 1 + float(budget.get("tolerance", 0.0))
         base_values = {"params": baseline.params_mbit, "flops": baseline.flops}
         for metric in ON_VALUES[budget.get("on", "params")]:
             result.checks.append(
                 Check(metric, values[metric], base_values[metric] * scale, baseline.model)
             )
+    if reports is not None:
+        reports += used
     return result
 
 
-def check_configs(paths: list[Path]) -> CheckReport:
+def check_configs(paths: list[Path], strict: bool = False) -> CheckReport:
     """``sofar-cost check``: load, validate and cost every config; a malformed file is
-    reported in ``errors`` without hiding the others. A missing path raises ConfigError."""
+    reported in ``errors`` without hiding the others. A missing path raises ConfigError.
+    Uncounted ops that can multiply are warnings, or errors under ``strict = true`` in the
+    entry (or ``strict`` here, for every entry)."""
     report = CheckReport()
     for path in config_files(paths):
         try:
@@ -189,5 +228,12 @@ def check_configs(paths: list[Path]) -> CheckReport:
         except SofarError as error:
             report.errors.append(str(error))
             continue
-        report.results += [evaluate(path, entry) for entry in entries]
+        for entry in entries:
+            used: list[CostReport] = []
+            try:
+                report.results.append(evaluate(path, entry, used))
+                entry_strict = strict or entry.get("strict", False)
+                report.uncounted += uncounted_warnings(used, entry_strict)
+            except SofarError as error:
+                report.errors.append(f"{path}: {error}")
     return report

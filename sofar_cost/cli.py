@@ -16,9 +16,13 @@ from typing import Annotated
 import typer
 
 from sofar_cost.cli_options import (
+    MODEL_HELP,
     CountOpt,
     DatasetOpt,
     FormatOpt,
+    InputShapeOpt,
+    ModelArgOpt,
+    StrictOpt,
     TableJsonOpt,
     WidthOpt,
     check_format,
@@ -73,20 +77,31 @@ def list_command(
 @app.command()
 @user_errors
 def compare(
-    models: Annotated[list[str], typer.Argument(help="Models; the last one is the baseline.")],
+    models: Annotated[
+        list[str], typer.Argument(help=f"Models, each {MODEL_HELP}; the last is the baseline.")
+    ],
     dataset: DatasetOpt = "imagenet",
     width: WidthOpt = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Show per-layer costs.")] = False,
+    depth: Annotated[
+        int | None,
+        typer.Option("--depth", help="Per-layer rows summed up to this module depth (1 = top)."),
+    ] = None,
     fmt: FormatOpt = "table",
     count: CountOpt = None,
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """Params and Flops side by side, each as a share of the last-named model (the baseline)."""
     from sofar_cost.costs import compare as compare_models
     from sofar_cost.count_options import CountOptions
+    from sofar_cost.model_source import load_sources
 
     check_format(fmt)
     options = CountOptions.from_flags(count)
-    render_result(compare_models(models, dataset, width, options, per_layer), fmt)
+    sources = load_sources(models, model_arg, input_shape)
+    render_result(compare_models(sources, dataset, width, options, per_layer, depth, strict), fmt)
 
 
 @app.command()
@@ -105,7 +120,7 @@ def table(
 @app.command()
 @user_errors
 def solve(
-    model: Annotated[str, typer.Argument(help="Model (family) whose width to solve.")],
+    model: Annotated[str, typer.Argument(help=f"Model whose width to solve: {MODEL_HELP}.")],
     match: Annotated[str | None, typer.Option("--match", help="Baseline model.")] = None,
     on: Annotated[str, typer.Option(help="params, flops or both")] = "params",
     dataset: DatasetOpt = "imagenet",
@@ -116,14 +131,24 @@ def solve(
         str | None, typer.Option("--columns", help="Solve C = 1..6 of the family, e.g. '1..6'.")
     ] = None,
     fmt: TableJsonOpt = "table",
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    width_arg: Annotated[
+        str, typer.Option("--width-arg", help="The keyword of a user model that is varied.")
+    ] = "width",
+    strict: StrictOpt = False,
 ) -> None:
     """The largest width whose cost stays within a baseline's (or an absolute) budget."""
+    from sofar_cost.model_source import load_sources
     from sofar_cost.solver import solve as solve_model
 
     check_format(fmt, TABLE_OR_JSON)
+    specs = [model] if match is None else [model, match]
+    source, *baseline = load_sources(specs, model_arg, input_shape, width_arg)
     result = solve_model(
-        model, match=match, dataset=dataset, on=on, budget_mbit=budget_mbit,
-        budget_flops=budget_flops, multiple_of=multiple_of, columns=columns,
+        source, match=baseline[0] if baseline else None, dataset=dataset, on=on,
+        budget_mbit=budget_mbit, budget_flops=budget_flops, multiple_of=multiple_of,
+        columns=columns, strict=strict,
     )  # fmt: skip
     render_result(result, fmt)
 
@@ -131,7 +156,7 @@ def solve(
 @app.command()
 @user_errors
 def bench(
-    model: Annotated[str, typer.Argument(help="Model preset to benchmark.")],
+    model: Annotated[str, typer.Argument(help=f"Model to benchmark: {MODEL_HELP}.")],
     dataset: DatasetOpt = "imagenet",
     threads: Annotated[int, typer.Option(help="Threads for the kernels and torch alike.")] = 1,
     repeat: Annotated[int, typer.Option(help="Timed runs per layer (median).")] = 10,
@@ -143,12 +168,16 @@ def bench(
         ),
     ] = False,
     fmt: TableJsonOpt = "table",
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
 ) -> None:
     """Time every binary conv layer (or, --end-to-end, the whole net) against torch float32."""
     from sofar_cost.layer_bench import bench as run_bench  # numba compiles: load on demand
+    from sofar_cost.model_source import load_sources
 
     check_format(fmt, TABLE_OR_JSON)
-    render_result(run_bench(model, dataset, threads, repeat, end_to_end, fmt == "table"), fmt)
+    (source,) = load_sources([model], model_arg, input_shape)
+    render_result(run_bench(source, dataset, threads, repeat, end_to_end, fmt == "table"), fmt)
 
 
 @app.command()
@@ -180,13 +209,16 @@ def plot(
 def check(
     paths: Annotated[list[Path], typer.Argument(help="Config files or folders of *.toml.")],
     fmt: TableJsonOpt = "table",
+    strict: Annotated[
+        bool, typer.Option("--strict", help="As strict = true in every model of the configs.")
+    ] = False,
 ) -> None:
     """Check model configs against their budgets: exit 0 all pass, 1 any over, 2 malformed."""
     from sofar_cost.budget import check_configs
 
     try:
         check_format(fmt, TABLE_OR_JSON)
-        report = check_configs(paths)
+        report = check_configs(paths, strict)
     except SofarError as error:
         raise fail(str(error)) from None
     render_result(report, fmt)

@@ -22,6 +22,22 @@ TableJsonOpt = Annotated[str, typer.Option("--format", "-f", help="table or json
 WidthOpt = Annotated[
     int | None, typer.Option("--width", help="Override the width of every model.")
 ]
+ModelArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model-arg",
+        help="KEY=VALUE keyword for user models (repeatable; 16 is an int, true a bool).",
+    ),
+]
+InputShapeOpt = Annotated[
+    str | None,
+    typer.Option("--input-shape", help="N,C,H,W input of user models, e.g. 1,3,32,32."),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option("--strict", help="Uncounted ops that can multiply (FFTs, custom ops) are errors."),
+]
+MODEL_HELP = "a preset, package.module:callable or path/to/file.py:callable (importing runs it)"
 CountOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -58,5 +74,8 @@ def check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> str:
 
 
 def render_result(result: Any, fmt: str) -> None:
-    """Print a :class:`sofar_cost.results.Result` in ``fmt`` (checked against its formats)."""
+    """Print a :class:`sofar_cost.results.Result` in ``fmt`` (checked against its formats);
+    its warnings go to stderr, so JSON on stdout stays clean."""
     show(result, check_format(fmt, result.formats), wide_console())
+    for line in result.warnings():
+        typer.echo(f"warning: {line}", err=True)

@@ -24,12 +24,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from sofar_cost.binary import BinaryConv2d, is_binary_layer, set_binarization
-from sofar_cost.costs import input_shape, model_cost
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant
 from sofar_cost.kernels.bench import median_ms, thread_count
+from sofar_cost.model_source import ModelSource, load_source
 from sofar_cost.models.layers import BinaryConvUnit
-from sofar_cost.models.registry import create_model
 
 __all__ = ["PackedConv", "PackedConvUnit", "benchmark_end_to_end", "pack_model"]
 
@@ -213,7 +212,7 @@ def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any
 
 
 def benchmark_end_to_end(
-    name: str,
+    name: str | ModelSource,
     dataset: str = "imagenet",
     threads: int = 1,
     repeat: int = 10,
@@ -223,14 +222,16 @@ def benchmark_end_to_end(
 
     All three run in this one call with the same thread count (Numba and torch alike), so
     their ratio is meaningful on any machine. The float32 baseline is the same architecture
-    with binarization off, timed in NCHW and channels-last (the faster counts).
+    with binarization off, timed in NCHW and channels-last (the faster counts). ``name`` is
+    any model spec or :class:`ModelSource` (a user model keeps its own input shape).
     """
     if threads < 1 or repeat < 1:
         raise SofarError(f"threads and repeat must be at least 1, got {threads}, {repeat}")
-    model = create_model(name, dataset).eval()
+    source = name if isinstance(name, ModelSource) else load_source(name)
+    model = source.build(None, dataset).eval()
     packed = pack_model(model)
     fp32 = set_binarization(copy.deepcopy(model), False)
-    x = torch.randn(input_shape(dataset), generator=torch.manual_seed(0))
+    x = torch.randn(source.input_shape(dataset), generator=torch.manual_seed(0))
     x_cl = x.contiguous(memory_format=torch.channels_last)
     fp32_cl = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
     runs = {
@@ -245,15 +246,16 @@ def benchmark_end_to_end(
     with thread_count(threads), torch.inference_mode(), bar:
         task = bar.add_task("", total=len(runs))
         for key, fn in runs.items():
-            bar.update(task, description=f"{name}: {key[3:]} ({threads} thread(s))")
+            bar.update(task, description=f"{source.name}: {key[3:]} ({threads} thread(s))")
             result[key] = median_ms(fn, repeat, warmup=2, budget_s=4.0)
             bar.advance(task)
     ms_fp32 = min(result["ms_torch_fp32_nchw"], result["ms_torch_fp32_channels_last"])
-    flops = model_cost(name, dataset).flops
+    report = source.report(dataset)
+    flops = report.flops
     return {
-        "model": model.sofar_name,
-        "dataset": dataset,
-        "width": model.sofar_width,
+        "model": source.name,
+        "dataset": report.dataset,
+        "width": report.width,
         "threads": threads,
         "repeat": repeat,
         "kernel_variant": kernel_variant(),

@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from sofar_cost.binary import is_binary_layer
-from sofar_cost.costs import input_shape
 from sofar_cost.count_options import CountOptions
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels import kernel_variant, measure_popcount_ceiling
 from sofar_cost.kernels.bench import ConvShape, benchmark_layers, thread_count
 from sofar_cost.kernels.conv import check_module
-from sofar_cost.models.registry import check_dataset, create_model
+from sofar_cost.model_source import ModelSource, load_source
+from sofar_cost.models.registry import check_dataset
 from sofar_cost.results import EndToEnd, LayerBench
 
 
@@ -56,23 +56,25 @@ def _shape_key(s: ConvShape) -> tuple[int, ...]:
 
 
 def bench_model_layers(
-    name: str,
+    name: str | ModelSource,
     dataset: str = "imagenet",
     width: int | None = None,
     threads: int = 1,
     repeat: int = 10,
     progress: bool = True,
 ) -> LayerBench:
-    """Time every binary conv layer of a preset (``sofar-cost bench``)."""
+    """Time every binary conv layer of a model: any spec or :class:`ModelSource`
+    (``sofar-cost bench``)."""
     if threads < 1:
         raise SofarError(f"--threads must be at least 1, got {threads}")
     if repeat < 1:
         raise SofarError(f"--repeat must be at least 1, got {repeat}")
+    source = name if isinstance(name, ModelSource) else load_source(name)
     with torch.device("meta"):
-        model = create_model(name, dataset, width)
-    shapes = binary_conv_shapes(model, input_shape(dataset))
+        model = source.build(width, dataset)
+    shapes = binary_conv_shapes(model, source.input_shape(dataset))
     if not shapes:
-        raise SofarError(f"model {name!r} has no binary conv layer to benchmark")
+        raise SofarError(f"model {source.name!r} has no binary conv layer to benchmark")
     unique = list({_shape_key(s): s for s in shapes}.values())
     results = benchmark_layers(unique, threads, repeat, progress)
     timed = {_shape_key(s): r for s, r in zip(unique, results, strict=True)}
@@ -100,7 +102,7 @@ def bench_model_layers(
     total_xnor = sum(layer["ms_xnor"] for layer in layers)
     total_torch = sum(layer["ms_torch_fp32"] for layer in layers)
     return LayerBench(
-        model.sofar_name, dataset, threads, kernel_variant(), ceiling / 1e9, layers,
+        source.name, source.label(dataset), threads, kernel_variant(), ceiling / 1e9, layers,
         total_binary_macs=sum(layer["binary_macs"] for layer in layers),
         total_ms_xnor=total_xnor,
         total_ms_torch_fp32=total_torch,
@@ -110,7 +112,7 @@ def bench_model_layers(
 
 
 def bench(
-    name: str,
+    name: str | ModelSource,
     dataset: str = "imagenet",
     threads: int = 1,
     repeat: int = 10,
