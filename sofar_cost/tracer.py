@@ -227,20 +227,24 @@ class _CostMode(TorchDispatchMode):
     def _audit(self, func: Any, module: nn.Module | None, args: Any, out: Any) -> None:
         """Note ops no rule counts, and which tensors (and conv/linear inputs) come from sign."""
         packet = getattr(func, "overloadpacket", func)
-        in_binary = any(is_binary_layer(m) for m in self.stack)
         if packet in MATMUL_RULES:
             activation = args[_ACTIVATION_ARG.get(packet, 0)]
-            if self.seen_sign and not in_binary and _from_sign(activation) and module is not None:
+            fed = self.seen_sign and module is not None and _from_sign(activation)
+            if fed and not self._in_binary_layer():
                 self.sign_fed_layers[self.layer_for[id(module)].name] = None
             return
-        name = op_name(func)
-        if not (has_rule(func) or is_free_op(func) or (in_binary and not may_multiply(name))):
-            self.uncounted[name] += 1
+        if not (has_rule(func) or is_free_op(func)):
+            name = op_name(func)
+            if may_multiply(name) or not self._in_binary_layer():  # else: folded bookkeeping
+                self.uncounted[name] += 1
         if packet.__name__ in SIGN_OPS:
             self.seen_sign = True
             _mark_from_sign(out)
         elif self.seen_sign and any(_from_sign(t) for t in tree_flatten(args)[0]):
             _mark_from_sign(out)
+
+    def _in_binary_layer(self) -> bool:
+        return any(is_binary_layer(m) for m in self.stack)
 
     def _track_outputs(self, args: Any, out: Any) -> None:
         """Track each output whose storage is new: not a view, not an input written in place."""
