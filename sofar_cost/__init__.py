@@ -28,6 +28,8 @@ _EXPORTS = {
     "trace": "sofar_cost.tracer",
     "CostReport": "sofar_cost.tracer",
     "model_cost": "sofar_cost.costs",
+    "load_source": "sofar_cost.model_source",
+    "ModelSource": "sofar_cost.model_source",
     "compare": "sofar_cost.costs",
     "WidthCosts": "sofar_cost.costs",
     "solve_width": "sofar_cost.solver",
@@ -43,6 +45,7 @@ __all__ = [
     "Budget",
     "CostReport",
     "CountOptions",
+    "ModelSource",
     "ModelSpec",
     "SofarError",
     "WidthCosts",
@@ -51,6 +54,7 @@ __all__ = [
     "compare",
     "create_model",
     "list_models",
+    "load_source",
     "model_cost",
     "pack_model",
     "register_binary_layer",
@@ -67,6 +71,7 @@ if TYPE_CHECKING:
     from sofar_cost.count_options import CountOptions
     from sofar_cost.engine import pack_model
     from sofar_cost.errors import SofarError
+    from sofar_cost.model_source import ModelSource, load_source
     from sofar_cost.models.registry import ModelSpec, create_model, list_models, resolve
     from sofar_cost.solver import Budget, solve, solve_width
     from sofar_cost.tracer import CostReport, trace

@@ -18,6 +18,13 @@ A config file holds one or more ``[[model]]`` tables::
 A latency budget predicts with the calibration the config states, used as stated data on any
 machine (no CPU check), so the verdict is the same on every runner (docs/latency.md).
 
+``name`` (and ``within``) take any model spec (docs/model-specs.md): a user model
+``"path/to/file.py:make"`` or ``"package.module:make"`` comes with ``input_shape = [1, 3, 32,
+32]`` and a ``[model.kwargs]`` table; a relative file path is read from the config's folder.
+Loading validates only a spec's syntax (importing user code needs torch); a user model that
+fails to import or build is a file:line error when the check costs it.
+``strict = true`` makes uncounted ops that can multiply (FFTs, custom ops) an error.
+
 Instead of ``name``, a model may be given by its family: ``family = "rf"`` (or ``f``, ``drf``,
 ``df``) with ``columns``, ``depth`` and ``width``.
 
@@ -41,6 +48,7 @@ from sofar_cost.errors import SofarError
 from sofar_cost.models.architectures import DATASETS, MAX_FRACTAL_COLUMNS
 from sofar_cost.models.registry import MAX_WIDTH, check_width, fractal_name, resolve
 from sofar_cost.results import Check, CheckReport, ModelResult
+from sofar_cost.spec_text import is_callable_spec, parse_input_shape, split_spec
 
 FAMILIES = tuple(MAX_FRACTAL_COLUMNS)
 LIMITS = {"params": "max_params_mbit", "flops": "max_flops", "latency": "max_latency_ms"}
@@ -73,7 +81,12 @@ def _one_of(valid: tuple[str, ...] | dict[str, Any]) -> Callable[[Any], str | No
 
 def _text(value: Any) -> str | None:
     ok = isinstance(value, str) and value.strip() != ""
-    return None if ok else f"must be a model name (a string), got {value!r}"
+    if ok and is_callable_spec(value):
+        try:
+            split_spec(value)
+        except SofarError as error:
+            return str(error).split(": ", 1)[1]
+    return None if ok else f"must be a model name or spec (a string), got {value!r}"
 
 
 def _positive_int(value: Any) -> str | None:
@@ -103,6 +116,24 @@ def _table(value: Any) -> str | None:
     return None if ok else "must be a [model.budget] table with at least one limit"
 
 
+def _kwargs(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "must be a table: [model.kwargs]"
+
+
+def _shape(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"must be a list of positive integers, e.g. [1, 3, 32, 32], got {value!r}"
+    try:
+        parse_input_shape(value)
+    except SofarError:
+        return f"must be a list of positive integers, e.g. [1, 3, 32, 32], got {value!r}"
+    return None
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+
+
 # key -> its check: None when valid, else what is wrong ("must be ..., got ...").
 MODEL_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "name": _text,
@@ -112,6 +143,9 @@ MODEL_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "width": _width,
     "dataset": _one_of(DATASETS),
     "budget": _table,
+    "kwargs": _kwargs,  # keywords of a user model's callable
+    "input_shape": _shape,  # a user model's input
+    "strict": _bool,
 }
 BUDGET_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "within": _text,
@@ -155,7 +189,7 @@ class ConfigModel:
     """One validated ``[[model]]``: what to cost, its limits, and where it was written."""
 
     label: str
-    model: str  # preset, alias or fractal name
+    model: str  # preset, alias or fractal name, or a user model's spec
     dataset: str
     width: int | None
     within: str | None
@@ -166,6 +200,9 @@ class ConfigModel:
     index: int
     locate: _Locator = field(repr=False, compare=False)
     calibration: Any = field(default=None, repr=False, compare=False)  # a latency budget's
+    kwargs: dict[str, Any] = field(default_factory=dict)  # a user model's keywords
+    input_shape: tuple[int, ...] | None = None  # a user model's input
+    strict: bool = False
 
     def error(self, key: str | None, message: str) -> ConfigError:
         return self.locate.error(self.index, key, message)
@@ -262,12 +299,18 @@ def _validate(entry: Any, index: int, path: Path, locate: _Locator) -> ConfigMod
         if key in budget and "within" not in budget:
             raise fail(key, f"{key!r} applies to a baseline: add within = \"MODEL\"")
     dataset = entry.get("dataset", "imagenet")
-    spec = _resolve(name, fail, name_key)
-    if "width" not in entry and not spec.has_default_width(dataset):
-        raise fail(name_key, f"model {spec.name!r} has no default width for {dataset}; "
-                             f"add a width = N key (1..{MAX_WIDTH}) to this [[model]]")  # fmt: skip
     within = budget.get("within")
-    if within is not None:
+    user_specs = [key for key, text in (("name", name), ("within", within))
+                  if text is not None and is_callable_spec(text)]
+    if user_specs and "input_shape" not in entry:
+        raise fail(user_specs[0], "a user model spec needs input_shape = [N, C, H, W] "
+                                  "(e.g. [1, 3, 32, 32]) in its [[model]]")  # fmt: skip
+    if "name" not in user_specs:
+        spec = _resolve(name, fail, name_key)
+        if "width" not in entry and not spec.has_default_width(dataset):
+            raise fail(name_key, f"model {spec.name!r} has no default width for {dataset}; "
+                       f"add a width = N key (1..{MAX_WIDTH}) to this [[model]]")
+    if within is not None and "within" not in user_specs:
         baseline = _resolve(within, fail, "within")
         if not baseline.has_default_width(dataset):
             raise fail("within", f"baseline {baseline.name!r} has no default width for "
@@ -278,7 +321,9 @@ def _validate(entry: Any, index: int, path: Path, locate: _Locator) -> ConfigMod
         tolerance=float(budget.get("tolerance", 0.0)),
         limits={m: float(budget[k]) for m, k in LIMITS.items() if k in budget},
         path=path, index=index, locate=locate,
-        calibration=_latency_calibration(budget, path, fail),
+        calibration=_latency_calibration(budget, path, fail), kwargs=entry.get("kwargs", {}),
+        input_shape=parse_input_shape(entry.get("input_shape")),
+        strict=entry.get("strict", False),
     )  # fmt: skip
 
 
@@ -311,15 +356,18 @@ def _resolve(name: str, fail: Callable[[str | None, str], ConfigError], key: str
         raise fail(key, str(error)) from None
 
 
-def evaluate(entry: ConfigModel) -> ModelResult:
-    """Cost the model (and its baseline) and compare it with each of its limits."""
+def evaluate(entry: ConfigModel, reports: list[Any] | None = None) -> ModelResult:
+    """Cost the model (and its baseline) and compare it with each of its limits; the cost
+    reports used (model, then baseline) are appended to ``reports`` when given."""
     from sofar_cost.costs import model_cost  # builds models: torch only when costing
 
+    model = _source(entry, entry.model, "name")
+    baseline_source = _source(entry, entry.within, "within") if entry.within else None
     try:
-        report = model_cost(entry.model, entry.dataset, entry.width)
-        baseline = model_cost(entry.within, entry.dataset) if entry.within else None
+        report = model_cost(model, entry.dataset, entry.width)
+        baseline = model_cost(baseline_source, entry.dataset) if baseline_source else None
     except SofarError as error:
-        raise entry.error("width", str(error)) from None
+        raise entry.error(_cost_key(entry), str(error)) from None
     except (RuntimeError, ValueError, ArithmeticError) as error:  # the builder refused
         raise entry.error("width", f"model {entry.model!r} cannot be built at width "
                                    f"{entry.width}: {error}") from None  # fmt: skip
@@ -327,33 +375,58 @@ def evaluate(entry: ConfigModel) -> ModelResult:
         str(entry.path), entry.label, report.model, entry.dataset, int(report.width or 0),
         report.params_mbit, report.flops,
     )  # fmt: skip
-    values = _values(report, entry)
+    values = _values(report, model, entry)
     result.ms_packed_predicted = values.get("latency")
     for metric, limit in entry.limits.items():
         result.checks.append(Check(metric, values[metric], limit, "absolute"))
     if baseline is not None:
-        base_values = _values(baseline, entry)
+        base_values = _values(baseline, baseline_source, entry)
         for metric in ON_VALUES[entry.on]:
             limit = base_values[metric] * (1 + entry.tolerance)
             result.checks.append(Check(metric, values[metric], limit, baseline.model))
+    if reports is not None:
+        reports += [report, baseline]
     return result
 
 
-def _values(report: Any, entry: ConfigModel) -> dict[str, float]:
+def _source(entry: ConfigModel, text: str, key: str) -> Any:
+    """The entry's model (or baseline) source; a user model's relative file path is read from
+    the config's folder, and an import failure is a file:line error at ``key``."""
+    from sofar_cost.model_source import load_source
+
+    try:
+        return load_source(text, entry.kwargs, entry.input_shape, base_dir=entry.path.parent)
+    except SofarError as error:
+        raise entry.error(key, str(error)) from None
+
+
+def _cost_key(entry: ConfigModel) -> str:
+    """Where a costing error points: a user model's spec, else a preset's width."""
+    return "name" if is_callable_spec(entry.model) else "width"
+
+
+def _values(report: Any, source: Any, entry: ConfigModel) -> dict[str, float]:
     """The costs a budget can limit; with a latency budget, the predicted packed ms under
     the config's calibration."""
     values = {"params": report.params_mbit, "flops": report.flops}
     if entry.calibration is not None:
         from sofar_cost.latency import predict_model
 
-        values["latency"] = predict_model(report.model, report.dataset, report.width,
-                                          entry.calibration, ("packed",)).ms_packed
+        try:
+            values["latency"] = predict_model(source, entry.dataset, report.width,
+                                              entry.calibration, ("packed",)).ms_packed
+        except SofarError as error:
+            raise entry.error("max_latency_ms", str(error)) from None
     return values
 
 
-def check_configs(paths: list[Path]) -> CheckReport:
+def check_configs(paths: list[Path], strict: bool = False) -> CheckReport:
     """``sofar-cost check``: load, validate and cost every config; a malformed file (or model)
-    is reported in ``errors`` without hiding the others. A missing path raises ConfigError."""
+    is reported in ``errors`` without hiding the others. A missing path raises ConfigError.
+    Uncounted ops that can multiply are warnings, or errors under ``strict = true`` in the
+    entry (or ``strict`` here, for every entry)."""
+    from sofar_cost.model_source import uncounted_warnings
+
     report = CheckReport()
     for path in config_files(paths):
         try:
@@ -362,8 +435,13 @@ def check_configs(paths: list[Path]) -> CheckReport:
             report.errors.append(str(error))
             continue
         for entry in entries:
+            used: list[Any] = []
             try:
-                report.results.append(evaluate(entry))
-            except SofarError as error:
+                report.results.append(evaluate(entry, used))
+                report.uncounted += uncounted_warnings(used, strict or entry.strict)
+            except ConfigError as error:
                 report.errors.append(str(error))
+            except SofarError as error:  # --strict: uncounted ops, at the model's line
+                report.errors.append(str(entry.error("strict" if entry.strict else "name",
+                                                     str(error))))
     return report

@@ -16,12 +16,16 @@ from typing import Annotated, Any
 import typer
 
 from sofar_cost.cli_options import (
+    MODEL_HELP,
     CalibrationOpt,
     CountOpt,
     DatasetOpt,
     ForceCalibrationOpt,
     FormatOpt,
+    InputShapeOpt,
     LatencyThreadsOpt,
+    ModelArgOpt,
+    StrictOpt,
     TableJsonOpt,
     WidthOpt,
     compute_and_show,
@@ -72,10 +76,16 @@ def list_command(
 @app.command()
 @user_errors
 def compare(
-    models: Annotated[list[str], typer.Argument(help="Models; the last one is the baseline.")],
+    models: Annotated[
+        list[str], typer.Argument(help=f"Models, each {MODEL_HELP}; the last is the baseline.")
+    ],
     dataset: DatasetOpt = "imagenet",
     width: WidthOpt = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Show per-layer costs.")] = False,
+    depth: Annotated[
+        int | None,
+        typer.Option("--depth", help="Per-layer rows summed up to this module depth (1 = top)."),
+    ] = None,
     fmt: FormatOpt = "table",
     count: CountOpt = None,
     latency: Annotated[
@@ -84,15 +94,19 @@ def compare(
     calibration: CalibrationOpt = None,
     force_calibration: ForceCalibrationOpt = False,
     threads: LatencyThreadsOpt = 1,
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """Params and Flops side by side, each as a share of the last-named model (the baseline)."""
     from sofar_cost.costs import compare as compare_models
     from sofar_cost.count_options import CountOptions
+    from sofar_cost.model_source import load_sources
 
     options = CountOptions.from_flags(count)
     compute_and_show(fmt, lambda: compare_models(
-        models, dataset, width, options, per_layer,
-        _calibration(calibration, force_calibration, threads) if latency else None))
+        load_sources(models, model_arg, input_shape), dataset, width, options, per_layer, depth,
+        strict, _calibration(calibration, force_calibration, threads) if latency else None))
 
 
 def _calibration(path: Path | None, force: bool, threads: int) -> Any:
@@ -134,7 +148,7 @@ def table(
 @app.command()
 @user_errors
 def solve(
-    model: Annotated[str, typer.Argument(help="Model (family) whose width to solve.")],
+    model: Annotated[str, typer.Argument(help=f"Model whose width to solve: {MODEL_HELP}.")],
     match: Annotated[str | None, typer.Option("--match", help="Baseline model.")] = None,
     on: Annotated[str, typer.Option(help="params, flops, both or latency")] = "params",
     dataset: DatasetOpt = "imagenet",
@@ -151,25 +165,34 @@ def solve(
     calibration: CalibrationOpt = None,
     force_calibration: ForceCalibrationOpt = False,
     threads: LatencyThreadsOpt = 1,
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    width_arg: Annotated[
+        str, typer.Option("--width-arg", help="The keyword of a user model that is varied.")
+    ] = "width",
+    strict: StrictOpt = False,
 ) -> None:
     """The largest width whose cost stays within a baseline's (or an absolute) budget."""
+    from sofar_cost.model_source import load_sources
     from sofar_cost.solver import solve as solve_model
 
-    compute_and_show(
-        fmt, lambda: solve_model(
-            model, match=match, dataset=dataset, on=on, budget_mbit=budget_mbit,
-            budget_flops=budget_flops, multiple_of=multiple_of, columns=columns,
-            budget_ms=budget_ms,
+    def compute() -> Any:
+        specs = [model] if match is None else [model, match]
+        source, *baseline = load_sources(specs, model_arg, input_shape, width_arg)
+        return solve_model(
+            source, match=baseline[0] if baseline else None, dataset=dataset, on=on,
+            budget_mbit=budget_mbit, budget_flops=budget_flops, multiple_of=multiple_of,
+            columns=columns, budget_ms=budget_ms,
             calibration=_calibration(calibration, force_calibration, threads)
-            if on == "latency" else None),
-        formats=TABLE_OR_JSON,
-    )  # fmt: skip
+            if on == "latency" else None, strict=strict)
+
+    compute_and_show(fmt, compute, formats=TABLE_OR_JSON)
 
 
 @app.command()
 @user_errors
 def bench(
-    model: Annotated[str, typer.Argument(help="Model preset to benchmark.")],
+    model: Annotated[str, typer.Argument(help=f"Model to benchmark: {MODEL_HELP}.")],
     dataset: DatasetOpt = "imagenet",
     width: WidthOpt = None,
     threads: Annotated[int, typer.Option(help="Threads for the kernels and torch alike.")] = 1,
@@ -187,12 +210,16 @@ def bench(
                      "CPU without the newer instructions, in a subprocess)."),
     ] = "auto",
     fmt: TableJsonOpt = "table",
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
 ) -> None:
     """Time every binary conv layer (or, --end-to-end, the whole net) against torch float32."""
     from sofar_cost.layer_bench import bench as run_bench  # numba compiles: load on demand
+    from sofar_cost.model_source import load_sources
 
-    compute_and_show(fmt, run_bench, model, dataset, width, threads, repeat, end_to_end,
-                     fmt == "table", kernel, formats=TABLE_OR_JSON)  # fmt: skip
+    compute_and_show(fmt, lambda: run_bench(
+        load_sources([model], model_arg, input_shape)[0], dataset, width, threads, repeat,
+        end_to_end, fmt == "table", kernel), formats=TABLE_OR_JSON)  # fmt: skip
 
 
 @app.command()
@@ -225,11 +252,14 @@ def plot(
 def check(
     paths: Annotated[list[Path], typer.Argument(help="Config files or folders of *.toml.")],
     fmt: TableJsonOpt = "table",
+    strict: Annotated[
+        bool, typer.Option("--strict", help="As strict = true in every model of the configs.")
+    ] = False,
 ) -> None:
     """Check model configs against their budgets: exit 0 all pass, 1 any over, 2 malformed."""
     from sofar_cost.budget import check_configs
 
-    report = compute_and_show(fmt, check_configs, paths, formats=TABLE_OR_JSON)
+    report = compute_and_show(fmt, check_configs, paths, strict, formats=TABLE_OR_JSON)
     for line in report.messages():
         typer.echo(line, err=True)
     raise typer.Exit(report.exit_code)

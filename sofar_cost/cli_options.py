@@ -37,6 +37,22 @@ ForceCalibrationOpt = Annotated[
 LatencyThreadsOpt = Annotated[
     int, typer.Option("--threads", help="Threads the latency is predicted for (the calibration's).")
 ]
+ModelArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model-arg",
+        help="KEY=VALUE keyword for user models (repeatable; 16 is an int, true a bool).",
+    ),
+]
+InputShapeOpt = Annotated[
+    str | None,
+    typer.Option("--input-shape", help="N,C,H,W input of user models, e.g. 1,3,32,32."),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option("--strict", help="Uncounted ops that can multiply (FFTs, custom ops) are errors."),
+]
+MODEL_HELP = "a preset, package.module:callable or path/to/file.py:callable (importing runs it)"
 CountOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -77,8 +93,11 @@ def compute_and_show(
     **kwargs: Any,
 ) -> Any:
     """The body of a command: check ``fmt`` (before any costly work), call the one library
-    function, print the :class:`sofar_cost.results.Result` it returns; returns the result."""
+    function, print the :class:`sofar_cost.results.Result` it returns, and its warnings on stderr
+    (so JSON on stdout stays clean); returns the result."""
     check_format(fmt, formats)
     result = compute(*args, **kwargs)
     show(result, fmt, wide_console())
+    for line in result.warnings():
+        typer.echo(f"warning: {line}", err=True)
     return result

@@ -9,6 +9,7 @@ on.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -123,3 +124,52 @@ def categorize(op: Any, module: torch.nn.Module | None) -> tuple[str, Rule] | No
     if packet in ELEMENTWISE_RULES:
         return "elementwise", ELEMENTWISE_RULES[packet]
     return None
+
+
+# Ops that move, copy, allocate or fill memory and do no arithmetic: never "uncounted".
+FREE_OPS = frozenset({
+    "_local_scalar_dense", "_reshape_alias", "_to_copy", "_unsafe_view", "alias", "arange",
+    "as_strided", "cat", "chunk", "clone", "constant_pad_nd", "contiguous", "copy", "copy_",
+    "detach", "detach_", "dropout", "empty", "empty_like", "empty_strided", "expand",
+    "expand_as", "feature_dropout", "fill", "fill_", "flatten", "flip", "full", "full_like",
+    "index_select", "lift_fresh", "lift_fresh_copy", "narrow", "new_empty", "new_empty_strided",
+    "new_full", "new_ones", "new_zeros", "ones", "ones_like", "permute", "pixel_shuffle",
+    "pixel_unshuffle", "reflection_pad2d", "repeat", "replication_pad2d", "reshape",
+    "resolve_conj", "resolve_neg", "roll", "scalar_tensor", "select", "slice", "split",
+    "split_with_sizes", "squeeze", "squeeze_", "stack", "sym_size", "sym_stride", "t",
+    "transpose", "unbind", "unflatten", "unfold", "unsqueeze", "unsqueeze_", "view",
+    "view_as", "zero_", "zeros", "zeros_like",
+})  # fmt: skip
+
+# Op names that can hide multiplications (FFTs, convolution and matrix-product variants no
+# rule covers, attention, linear algebra). Any op outside the aten/prims namespaces (a
+# custom operator) is treated the same way.
+_MAY_MULTIPLY = re.compile(
+    r"fft|stft|conv|mm|matmul|dot|^mv$|addmv|einsum|linalg|attention|cdist|lstm|gru|rnn"
+    r"|^bilinear$|kron|tensordot"
+)
+SIGN_OPS = frozenset({"sign", "sign_", "sgn", "sgn_"})
+
+
+def op_name(op: Any) -> str:
+    """'aten._fft_r2c' (namespace.name, no overload): the key of uncounted-op reports."""
+    return str(getattr(op, "overloadpacket", op))
+
+
+def is_free_op(op: Any) -> bool:
+    """True for ops that only move or allocate memory (views, copies, fills, cat, ...)."""
+    packet = getattr(op, "overloadpacket", op)
+    return getattr(op, "namespace", "aten") == "aten" and packet.__name__ in FREE_OPS
+
+
+def may_multiply(name: str) -> bool:
+    """Whether an uncounted op (by :func:`op_name`) can carry multiplications."""
+    namespace, _, op = name.partition(".")
+    return namespace not in ("aten", "prims") or bool(_MAY_MULTIPLY.search(op))
+
+
+def has_rule(op: Any) -> bool:
+    """True when some counting rule knows this op (counted, or off by a CountOptions switch)."""
+    packet = getattr(op, "overloadpacket", op)
+    rules = (MATMUL_RULES, ELEMENTWISE_RULES, BATCHNORM_RULES, POOLING_RULES)
+    return any(packet in table for table in rules)

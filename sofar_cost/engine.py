@@ -36,7 +36,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from sofar_cost.binary import BinaryConv2d, BinaryLinear, is_binary_layer, set_binarization, sign
-from sofar_cost.costs import input_shape, model_cost
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant
 from sofar_cost.kernels._conv_kernel import conv_kernel, empty_planes, pack_into
@@ -50,9 +49,9 @@ from sofar_cost.kernels.fused import (
     relu_maxpool_nhwc_kernel,
 )
 from sofar_cost.kernels.packing import packing_source, to_numpy
+from sofar_cost.model_source import ModelSource, as_source
 from sofar_cost.models.densenet import DenseLayer, Transition
 from sofar_cost.models.layers import BinaryConvUnit
-from sofar_cost.models.registry import create_model
 
 __all__ = ["PackedConv", "PackedConvUnit", "PackedDenseRun", "PackedUnitRun", "TorchBinaryLayer",
            "benchmark_end_to_end", "pack_model"]
@@ -586,7 +585,7 @@ def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any
 
 
 def benchmark_end_to_end(
-    name: str,
+    name: str | ModelSource | dict[str, Any],
     dataset: str = "imagenet",
     threads: int = 1,
     repeat: int = 10,
@@ -596,14 +595,17 @@ def benchmark_end_to_end(
 
     All three run in this one call with the same thread count (Numba and torch alike), so
     their ratio is meaningful on any machine. The float32 baseline is the same architecture
-    with binarization off, timed in NCHW and channels-last (the faster counts).
+    with binarization off, timed in NCHW and channels-last (the faster counts). ``name`` is
+    any model spec or :class:`ModelSource` (a user model keeps its own input shape), or its
+    ``to_json()`` form.
     """
     if threads < 1 or repeat < 1:
         raise SofarError(f"threads and repeat must be at least 1, got {threads}, {repeat}")
-    model = create_model(name, dataset).eval()
+    source = as_source(name)
+    model = source.build(None, dataset).eval()
     packed = pack_model(model)
     fp32 = set_binarization(copy.deepcopy(model), False)
-    x = torch.randn(input_shape(dataset), generator=torch.manual_seed(0))
+    x = torch.randn(source.input_shape(dataset), generator=torch.manual_seed(0))
     x_cl = x.contiguous(memory_format=torch.channels_last)
     fp32_cl = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
     runs = {
@@ -615,18 +617,19 @@ def benchmark_end_to_end(
     columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
     bar = Progress(*columns, transient=True, disable=not progress)
     with thread_count(threads), torch.inference_mode(), bar:
-        bar.add_task(f"{name}: packed, torch fp32 and sim in turns ({threads} thread(s))")
+        bar.add_task(f"{source.name}: packed, torch fp32 and sim in turns ({threads} thread(s))")
         rounds = paired_times_ms(runs, repeat, warmup=2, budget_s=4.0 * len(runs))
     result = {key: float(np.median(times)) for key, times in rounds.items()}
     # per round: fp32 is the better layout of that round, as for the medians
     fp32_rounds = np.minimum(rounds["ms_torch_fp32_nchw"], rounds["ms_torch_fp32_channels_last"])
     round_speedups = fp32_rounds / np.array(rounds["ms_packed"])
     ms_fp32 = min(result["ms_torch_fp32_nchw"], result["ms_torch_fp32_channels_last"])
-    flops = model_cost(name, dataset).flops
+    report = source.report(dataset)
+    flops = report.flops
     return {
-        "model": model.sofar_name,
-        "dataset": dataset,
-        "width": model.sofar_width,
+        "model": source.name,
+        "dataset": report.dataset,
+        "width": report.width,
         "threads": threads,
         "repeat": repeat,
         "kernel_variant": kernel_variant(),

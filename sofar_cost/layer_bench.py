@@ -11,18 +11,20 @@ subprocess compiled for it (:mod:`sofar_cost.kernels.targets`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from sofar_cost.binary import is_binary_layer
-from sofar_cost.costs import input_shape
 from sofar_cost.count_options import CountOptions
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels import kernel_variant, popcount_ceilings
 from sofar_cost.kernels.bench import ConvShape, benchmark_layers, thread_count
 from sofar_cost.kernels.conv import check_module
 from sofar_cost.kernels.targets import KERNELS, call_with_kernel
-from sofar_cost.models.registry import check_dataset, create_model
+from sofar_cost.model_source import ModelSource, as_source
+from sofar_cost.models.registry import check_dataset
 from sofar_cost.results import EndToEnd, LayerBench
 
 
@@ -61,7 +63,7 @@ def _shape_key(s: ConvShape) -> tuple[int, ...]:
 
 
 def bench_model_layers(
-    name: str,
+    name: str | ModelSource | dict[str, Any],
     dataset: str = "imagenet",
     width: int | None = None,
     threads: int = 1,
@@ -69,7 +71,8 @@ def bench_model_layers(
     progress: bool = True,
     kernel: str = "auto",
 ) -> LayerBench:
-    """Time every binary conv layer of a preset (``sofar-cost bench``).
+    """Time every binary conv layer of a model: any spec or :class:`ModelSource`, or its
+    ``to_json()`` form (``sofar-cost bench``).
 
     ``popcount_ceilings`` holds the one-thread ceiling of every popcount variant the
     compile target can run (G binary MACs/s), measured in the same run; per layer,
@@ -83,15 +86,16 @@ def bench_model_layers(
         raise SofarError(f"--repeat must be at least 1, got {repeat}")
     if kernel != "auto" and kernel not in KERNELS:
         raise SofarError(f"unknown kernel {kernel!r} (valid: auto, {', '.join(KERNELS)})")
+    source = as_source(name)
     if kernel != "auto":  # in a subprocess when this process compiles another variant
         return LayerBench(**call_with_kernel(
-            kernel, "sofar_cost.layer_bench:bench_model_layers", name=name, dataset=dataset,
-            width=width, threads=threads, repeat=repeat, progress=False))
+            kernel, "sofar_cost.layer_bench:bench_model_layers", name=source.to_json(),
+            dataset=dataset, width=width, threads=threads, repeat=repeat, progress=False))
     with torch.device("meta"):
-        model = create_model(name, dataset, width)
-    shapes = binary_conv_shapes(model, input_shape(dataset))
+        model = source.build(width, dataset)
+    shapes = binary_conv_shapes(model, source.input_shape(dataset))
     if not shapes:
-        raise SofarError(f"model {name!r} has no binary conv layer to benchmark")
+        raise SofarError(f"model {source.name!r} has no binary conv layer to benchmark")
     unique = list({_shape_key(s): s for s in shapes}.values())
     with thread_count(1):
         before = popcount_ceilings(seconds=0.15)
@@ -129,7 +133,7 @@ def bench_model_layers(
     total_xnor = sum(layer["ms_xnor"] for layer in layers)
     total_torch = sum(layer["ms_torch_fp32"] for layer in layers)
     return LayerBench(
-        model.sofar_name, dataset, threads, kernel_variant(), ceiling / 1e9, ceilings,
+        source.name, source.label(dataset), threads, kernel_variant(), ceiling / 1e9, ceilings,
         repeat, layers,
         total_binary_macs=sum(layer["binary_macs"] for layer in layers),
         total_ms_xnor=total_xnor,
@@ -140,7 +144,7 @@ def bench_model_layers(
 
 
 def bench(
-    name: str,
+    name: str | ModelSource,
     dataset: str = "imagenet",
     width: int | None = None,
     threads: int = 1,
@@ -155,6 +159,8 @@ def bench(
         return bench_model_layers(name, dataset, width, threads, repeat, progress, kernel)
     if width is not None:
         raise SofarError("--end-to-end times the paper's width; drop --width")
-    return EndToEnd(call_with_kernel(kernel, "sofar_cost.engine:benchmark_end_to_end", name=name,
+    source = as_source(name)  # another kernel runs in a subprocess: it gets the JSON form
+    model = source if kernel == "auto" else source.to_json()
+    return EndToEnd(call_with_kernel(kernel, "sofar_cost.engine:benchmark_end_to_end", name=model,
                                      dataset=dataset, threads=threads, repeat=repeat,
                                      progress=progress and kernel == "auto"))

@@ -5,6 +5,8 @@ Each result offers
 - ``to_dict()``: the ``--format json`` contract (add keys, never rename them; tests pin them),
 - ``sections()``: the tables the text formats show, as :class:`Section` (rows, columns, title),
 - ``notes()``: lines printed after the tables in the ``table`` format,
+- ``warnings()``: what the costs leave out (uncounted ops that can multiply, sign-fed layers
+  not marked binary), printed on stderr in every format,
 - ``formats``: the output formats the result supports.
 
 :func:`sofar_cost.formatting.show` prints any result in any format, so the command line, the
@@ -47,6 +49,9 @@ class Result:
         raise NotImplementedError
 
     def notes(self) -> list[str]:
+        return []
+
+    def warnings(self) -> list[str]:
         return []
 
 
@@ -107,6 +112,10 @@ class Comparison(Result):
     dataset: str
     per_layer: bool = False
     latency: Sequence[LatencyPrediction] | None = None  # with --latency, one per report
+    uncounted: list[str] = field(default_factory=list)  # lines for warnings()
+
+    def warnings(self) -> list[str]:
+        return self.uncounted
 
     @property
     def baseline(self) -> CostReport:
@@ -212,6 +221,10 @@ class WidthSolve(Result):
     ms_packed_predicted: float | None = None
     baseline_ms_packed_predicted: float | None = None
     calibration: str | None = None
+    uncounted: list[str] = field(default_factory=list, metadata={"json": False})
+
+    def warnings(self) -> list[str]:
+        return self.uncounted
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("json", 1)}
@@ -257,6 +270,9 @@ class FamilySolve(Result):
 
     def to_dict(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self.solves]
+
+    def warnings(self) -> list[str]:
+        return list(dict.fromkeys(line for s in self.solves for line in s.warnings()))
 
     def sections(self) -> list[Section]:
         rows = [
@@ -335,6 +351,7 @@ class CheckReport(Result):
 
     results: list[ModelResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    uncounted: list[str] = field(default_factory=list)  # warnings (strict ones are errors)
     COLUMNS: ClassVar[list[Column]] = [
         Column("file", "file"), Column("name", "model"), Column("dataset", "dataset"),
         Column("width", "width", "d"), Column("metric", "metric"), Column("value", "value", ".6g"),
@@ -370,8 +387,9 @@ class CheckReport(Result):
         return [Section(rows, self.COLUMNS, "budget check")]
 
     def messages(self) -> list[str]:
-        """One line per malformed file and per exceeded limit, for stderr."""
+        """One line per malformed file, per exceeded limit and per warning, for stderr."""
         lines = [f"error: {message}" for message in self.errors]
+        lines += [f"warning: {message}" for message in self.uncounted]
         for r in self.results:
             for c in r.checks:
                 if not c.passed:

@@ -20,13 +20,13 @@ import numpy as np
 from sofar_cost.costs import WidthCosts, model_cost
 from sofar_cost.count_options import METRICS
 from sofar_cost.errors import SofarError
+from sofar_cost.model_source import ModelSource, PresetSource, load_source, uncounted_warnings
 from sofar_cost.models.architectures import MAX_FRACTAL_COLUMNS
 from sofar_cost.models.registry import (
     MAX_WIDTH,
     ModelSpec,
     check_dataset,
     column_variant,
-    resolve,
 )
 from sofar_cost.results import FamilySolve, WidthSolve
 from sofar_cost.tracer import CostReport
@@ -129,9 +129,9 @@ def solve_width(
 
 
 def budget_for(
-    match: str | None, dataset: str, mbit: float | None = None, flops: float | None = None,
-    ms: float | None = None, calibration: Calibration | None = None,
-) -> tuple[Budget, CostReport | None]:
+    match: str | ModelSource | None, dataset: str, mbit: float | None = None,
+    flops: float | None = None, ms: float | None = None, calibration: Calibration | None = None,
+) -> tuple[Budget, CostReport | None]:  # fmt: skip
     """The budget of a baseline model (``--match``) or of absolute limits, not both; with the
     baseline's report when there is one. With a ``calibration``, the baseline's budget includes
     its predicted packed latency."""
@@ -171,16 +171,20 @@ def parse_columns(text: str, family: str) -> list[int]:
 
 
 def solve_spec(
-    spec: ModelSpec,
+    spec: ModelSpec | ModelSource,
     budget: Budget,
     dataset: str,
     on: str = "params",
     multiple_of: int = 1,
     baseline: CostReport | None = None,
     calibration: Calibration | None = None,
+    strict: bool = False,
 ) -> WidthSolve:
-    """One solve with its neighbouring widths and, where comparable, the paper's width."""
-    costs = WidthCosts.for_model(spec.name, dataset, calibration=calibration)
+    """One solve with its neighbouring widths and, where comparable, the paper's width. A
+    user model (:class:`ModelSource`) has its width keyword varied."""
+    source = spec if isinstance(spec, ModelSource) else PresetSource(spec)
+    preset = source.preset if isinstance(source, PresetSource) else None
+    costs = WidthCosts(source, dataset=dataset, calibration=calibration)
     w = solve_width(costs, budget, on, multiple_of).width
     latency = on == "latency"
     candidates = [
@@ -192,25 +196,27 @@ def solve_spec(
     solved = costs.report(w)
     name = baseline.model if baseline else None
     # The paper's width is comparable only for the paper's own pairing and rule.
-    paper_width = spec.widths.get(dataset) if name == spec.baseline and on == "params" else None
+    paired = preset is not None and name == preset.baseline and on == "params"
+    paper_width = preset.widths.get(dataset) if preset and paired else None
     note = ""
     if paper_width is not None and paper_width != w:
         note = "the paper's costs for this model are not reproduced (docs/counting.md)"
     return WidthSolve(
-        spec.name, name, dataset, on, multiple_of, spec.columns, w, solved.params_mbit,
-        solved.flops, budget.params_mbit, budget.flops,
+        source.name, name, solved.dataset, on, multiple_of, preset.columns if preset else None,
+        w, solved.params_mbit, solved.flops, budget.params_mbit, budget.flops,
         solved.params_mbit / budget.params_mbit if budget.params_mbit else None,
         solved.flops / budget.flops if budget.flops else None,
         paper_width, note, candidates, baseline.summary() if baseline else None,
         costs.metric(w, "latency") if latency else None, budget.latency_ms if latency else None,
         str(calibration.path) if latency and calibration else None,
+        uncounted_warnings([solved, baseline], strict),
     )  # fmt: skip
 
 
 def solve(
-    model: str,
+    model: str | ModelSource,
     *,
-    match: str | None = None,
+    match: str | ModelSource | None = None,
     dataset: str = "imagenet",
     on: str = "params",
     budget_mbit: float | None = None,
@@ -219,19 +225,25 @@ def solve(
     columns: str | None = None,
     budget_ms: float | None = None,
     calibration: Calibration | None = None,
+    strict: bool = False,
 ) -> WidthSolve | FamilySolve:
     """``sofar-cost solve``: a model's (or, with ``columns``, a family's) widths within a
-    baseline's or an absolute budget. ``on="latency"`` solves on predicted packed latency
-    and needs a ``calibration`` (:func:`sofar_cost.latency.load_calibration`)."""
+    baseline's or an absolute budget. ``model``/``match`` are any model spec or
+    :class:`ModelSource`; ``strict``: uncounted ops that can multiply raise SofarError.
+    ``on="latency"`` solves on predicted packed latency and needs a ``calibration``
+    (:func:`sofar_cost.latency.load_calibration`)."""
     check_dataset(dataset)
-    spec = resolve(model)
+    source = model if isinstance(model, ModelSource) else load_source(model)
     if on == "latency" and calibration is None:
         raise SofarError("--on latency needs a calibration (--calibration FILE)")
     calibration = calibration if on == "latency" else None
     budget, baseline = budget_for(match, dataset, budget_mbit, budget_flops, budget_ms,
                                   calibration)
-    specs = [spec] if columns is None else [
-        column_variant(spec, c) for c in parse_columns(columns, spec.family)]
-    solves = [solve_spec(s, budget, dataset, on, multiple_of, baseline, calibration)
-              for s in specs]
-    return solves[0] if columns is None else FamilySolve(solves)
+    if columns is None:
+        return solve_spec(source, budget, dataset, on, multiple_of, baseline, calibration, strict)
+    if not isinstance(source, PresetSource):
+        raise SofarError(f"--columns needs a fractal preset (rf-, f-, drf-, df-), not {model!r}")
+    spec = source.preset
+    specs = [column_variant(spec, c) for c in parse_columns(columns, spec.family)]
+    return FamilySolve([solve_spec(s, budget, dataset, on, multiple_of, baseline, calibration,
+                                   strict) for s in specs])  # fmt: skip

@@ -14,12 +14,20 @@ weights but real-valued input (``sofar_binary_input = False``) owns 1-bit parame
 full-precision MACs, as larq counts it.
 Element-wise work inside a binary layer (sign, the weight scale) is binarization bookkeeping
 that a deployed model folds away, so it is never counted.
+
+What was *not* counted is reported too, as fvcore's unsupported-ops list is: every op that no
+rule knows and that is not memory bookkeeping (``counting.FREE_OPS``) lands in
+``CostReport.uncounted_ops``; those that can hide multiplications (FFTs, custom operators,
+conv/matmul variants) are singled out, and ``--strict`` refuses them. A conv/linear outside any
+binary layer whose input visibly comes from ``sign`` lands in ``unmarked_sign_layers``: it is
+counted full precision because nothing marks it binary.
 """
 
 from __future__ import annotations
 
 import weakref
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,8 +36,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from sofar_cost.binary import has_binary_input, is_binary_layer
-from sofar_cost.counting import BATCHNORM_MODULES, CountOptions, categorize
+from sofar_cost.counting import (
+    BATCHNORM_MODULES,
+    MATMUL_RULES,
+    SIGN_OPS,
+    CountOptions,
+    categorize,
+    has_rule,
+    is_free_op,
+    may_multiply,
+    op_name,
+)
 from sofar_cost.dynamo_free import defer_dynamo_import
+from sofar_cost.errors import SofarError
 
 
 @dataclass
@@ -63,6 +82,9 @@ class CostReport:
     layers: list[LayerCost]
     options: CountOptions = field(default_factory=CountOptions)
     peak_activation_bytes: int = 0
+    uncounted_ops: dict[str, int] = field(default_factory=dict)  # op name -> calls
+    unmarked_sign_layers: list[str] = field(default_factory=list)
+    input_shape: tuple[int, ...] | None = None
 
     def _sum(self, attr: str) -> int:
         return sum(getattr(layer, attr) for layer in self.layers)
@@ -109,7 +131,57 @@ class CostReport:
             "binary_macs": self.binary_macs,
             "fp_other_ops": self.fp_other_ops,
             "peak_activation_bytes": self.peak_activation_bytes,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "uncounted_ops": dict(self.uncounted_ops),
+            "uncounted_multiplying_ops": self.multiplying_uncounted_ops,
+            "unmarked_sign_layers": list(self.unmarked_sign_layers),
         }
+
+    @property
+    def multiplying_uncounted_ops(self) -> dict[str, int]:
+        """The uncounted ops that can carry multiplications: the costs may be too low."""
+        return {op: n for op, n in self.uncounted_ops.items() if may_multiply(op)}
+
+    def uncounted_summary(self) -> str | None:
+        """One line naming the uncounted ops that can multiply, or None when there are none."""
+        ops = self.multiplying_uncounted_ops
+        if not ops:
+            return None
+        listed = ", ".join(f"{op} x{n}" for op, n in ops.items())
+        return (
+            f"{self.model}: ops no rule counts and that can carry multiplications were seen "
+            f"and counted as 0: {listed}"
+        )
+
+    def unmarked_sign_summary(self) -> str | None:
+        """One line naming conv/linear layers fed by sign() but counted full precision."""
+        if not self.unmarked_sign_layers:
+            return None
+        return (
+            f"{self.model}: {', '.join(self.unmarked_sign_layers)} take a sign() input but are "
+            "not marked binary, so they count as full precision; mark them with "
+            "`sofar_binary = True` or sofar_cost.binary.register_binary_layer"
+        )
+
+    def rolled_up(self, depth: int) -> CostReport:
+        """Layer rows summed up to module depth ``depth`` (``stages.0`` is depth 2), like
+        fvcore's ``flop_count_table(max_depth)``; the totals stay the same."""
+        if depth < 1:
+            raise SofarError(f"--depth must be at least 1, got {depth}")
+        by_name = {layer.name: layer for layer in self.layers}
+        groups: dict[str, list[LayerCost]] = {}
+        for layer in self.layers:
+            groups.setdefault(".".join(layer.name.split(".")[:depth]), []).append(layer)
+        rolled = []
+        for prefix, members in groups.items():
+            head = by_name.get(prefix, members[0])
+            counted = [m for m in members if _costs(m)] or [head]
+            row = LayerCost(prefix, head.kind, all(m.binary for m in counted))
+            for attr in ("fp_params", "binary_params", "fp_macs", "binary_macs", "fp_other_ops"):
+                setattr(row, attr, sum(getattr(m, attr) for m in members))
+            row.output_shape = head.output_shape
+            rolled.append(row)
+        return replace(self, layers=rolled)
 
     def layer_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -131,6 +203,9 @@ class _CostMode(TorchDispatchMode):
         self.stack: list[nn.Module] = []
         self.live_bytes = 0
         self.peak_bytes = 0
+        self.uncounted: Counter[str] = Counter()
+        self.sign_fed_layers: dict[str, None] = {}  # ordered set of layer names
+        self.seen_sign = False
 
     def track_live(self, tensor: torch.Tensor) -> None:
         """Count a new activation until Python frees it (peak of the sum = run-time memory)."""
@@ -146,8 +221,31 @@ class _CostMode(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         module = self.stack[-1] if self.stack else None
         self._count(func, module, args, out)
+        self._audit(func, module, args, out)
         self._track_outputs(args, out)
         return out
+
+    def _audit(self, func: Any, module: nn.Module | None, args: Any, out: Any) -> None:
+        """Note ops no rule counts, and which tensors (and conv/linear inputs) come from sign."""
+        packet = getattr(func, "overloadpacket", func)
+        if packet in MATMUL_RULES:
+            activation = args[_ACTIVATION_ARG.get(packet, 0)]
+            fed = self.seen_sign and module is not None and _from_sign(activation)
+            if fed and not self._in_binary_layer():
+                self.sign_fed_layers[self.layer_for[id(module)].name] = None
+            return
+        if not (has_rule(func) or is_free_op(func)):
+            name = op_name(func)
+            if may_multiply(name) or not self._in_binary_layer():  # else: folded bookkeeping
+                self.uncounted[name] += 1
+        if packet.__name__ in SIGN_OPS:
+            self.seen_sign = True
+            _mark_from_sign(out)
+        elif self.seen_sign and any(_from_sign(t) for t in tree_flatten(args)[0]):
+            _mark_from_sign(out)
+
+    def _in_binary_layer(self) -> bool:
+        return any(is_binary_layer(m) for m in self.stack)
 
     def _track_outputs(self, args: Any, out: Any) -> None:
         """Track each output whose storage is new: not a view, not an input written in place."""
@@ -182,6 +280,27 @@ class _CostMode(TorchDispatchMode):
 
 def _is_tensor(value: Any) -> bool:
     return isinstance(value, torch.Tensor)
+
+
+# Which argument of a matrix op is the activation (addmm's first is the bias).
+_ACTIVATION_ARG = {torch.ops.aten.addmm: 1}
+
+
+def _from_sign(value: Any) -> bool:
+    return getattr(value, "_sofar_from_sign", False)
+
+
+def _mark_from_sign(out: Any) -> None:
+    """Tag outputs derived from sign(); the tag follows element-wise and view ops downstream
+    (so ``x + (sign(x) - x).detach()`` is seen) and stops at the next conv/matmul."""
+    for tensor in tree_flatten(out)[0]:
+        if _is_tensor(tensor):
+            tensor._sofar_from_sign = True
+
+
+def _costs(layer: LayerCost) -> bool:
+    return bool(layer.fp_macs or layer.binary_macs or layer.fp_other_ops
+                or layer.fp_params or layer.binary_params)
 
 
 def module_param_counts(module: nn.Module, options: CountOptions) -> tuple[int, int]:
@@ -288,4 +407,7 @@ def trace(
         [*ran.values(), *unseen],
         options,
         mode.peak_bytes,
+        dict(mode.uncounted.most_common()),
+        list(mode.sign_fed_layers),
+        tuple(input_shape),
     )

@@ -70,7 +70,7 @@ def test_ablation_table_counts_like_its_counterparts() -> None:
 def test_list_with_wildcards() -> None:
     out = run("list", "drf-*", "-f", "json")
     assert [r["model"] for r in json.loads(out)] == ["drf-c2d2-51", "drf-c2d2-69",
-                                                     "drf-c3d4-133", "drf-c3d4-97"]  # fmt: skip
+                                                     "drf-c3d4-97", "drf-c3d4-133"]  # fmt: skip
     assert "no model matches" in run("list", "zzz*", code=2)
 
 

@@ -9,13 +9,15 @@ timing and is the same on every run with the same calibration file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 
 from sofar_cost.latency.calibration import Calibration
 from sofar_cost.latency.ops import SIDES, WORD_BITS, Op, engine_ops
+
+if TYPE_CHECKING:
+    from sofar_cost.model_source import ModelSource
 
 
 @dataclass
@@ -81,15 +83,15 @@ def predict(model: nn.Module, input_shape: tuple[int, ...], calibration: Calibra
                              _layer_rows(ops, calibration))
 
 
-def predict_model(name: str, dataset: str, width: int | None, calibration: Calibration,
-                  sides: tuple[str, ...] = SIDES) -> LatencyPrediction:
-    """:func:`predict` for a registry model at its paper width (or ``width``)."""
-    from sofar_cost.costs import input_shape
-    from sofar_cost.models.registry import check_width, create_model, resolve
+def predict_model(model: str | ModelSource, dataset: str, width: int | None,
+                  calibration: Calibration, sides: tuple[str, ...] = SIDES) -> LatencyPrediction:
+    """:func:`predict` for a preset at its paper width (or ``width``), or for any model spec /
+    :class:`~sofar_cost.model_source.ModelSource` (a user model with its own input shape)."""
+    from sofar_cost.model_source import ModelSource, load_source
 
-    spec = resolve(name)
-    width = check_width(spec.default_width(dataset) if width is None else width)
-    with torch.device("meta"):
-        model = create_model(spec.name, dataset, width)
-    return predict(model, input_shape(dataset), calibration, name=spec.name, dataset=dataset,
-                   width=width, sides=sides)
+    source = model if isinstance(model, ModelSource) else load_source(model)
+    width = source.resolved_width(width, dataset)
+    shape = source.input_shape(dataset)
+    return source.on_meta_or_cpu(lambda device: predict(
+        source.model_on(device, width, dataset), shape, calibration, name=source.name,
+        dataset=source.label(dataset), width=width, sides=sides))

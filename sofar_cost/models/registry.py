@@ -194,9 +194,15 @@ ALIASES: dict[str, str] = {
 _FRACTAL_NAME = re.compile(r"^(rf|f|drf|df)-c(\d+)d(\d+)-(\d+)$")
 
 
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that reads digit runs as numbers: ``rf-c5d16-69`` before ``rf-c5d16-149``."""
+    return tuple((1, int(p)) if p.isdigit() else (0, p) for p in re.split(r"(\d+)", name) if p)
+
+
 def list_models(pattern: str = "*") -> list[str]:
-    """Preset names matching a shell-style wildcard, e.g. ``list_models("rf-*")``."""
-    return sorted(n for n in PRESETS if fnmatch.fnmatch(n, pattern))
+    """Preset names matching a shell-style wildcard, e.g. ``list_models("rf-*")``, in natural
+    order."""
+    return sorted((n for n in PRESETS if fnmatch.fnmatch(n, pattern)), key=natural_key)
 
 
 def preset_list(pattern: str = "*") -> PresetList:
