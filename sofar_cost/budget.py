@@ -121,13 +121,11 @@ def _kwargs(value: Any) -> str | None:
 
 
 def _shape(value: Any) -> str | None:
-    if not isinstance(value, list):
-        return f"must be a list of positive integers, e.g. [1, 3, 32, 32], got {value!r}"
     try:
-        parse_input_shape(value)
+        ok = isinstance(value, list) and parse_input_shape(value) is not None
     except SofarError:
-        return f"must be a list of positive integers, e.g. [1, 3, 32, 32], got {value!r}"
-    return None
+        ok = False
+    return None if ok else f"must be a list of positive integers like [1, 3, 32, 32], got {value!r}"
 
 
 def _bool(value: Any) -> str | None:
@@ -372,7 +370,7 @@ def evaluate(entry: ConfigModel, reports: list[Any] | None = None) -> ModelResul
         raise entry.error("width", f"model {entry.model!r} cannot be built at width "
                                    f"{entry.width}: {error}") from None  # fmt: skip
     result = ModelResult(
-        str(entry.path), entry.label, report.model, entry.dataset, int(report.width or 0),
+        str(entry.path), entry.label, report.model, report.dataset, int(report.width or 0),
         report.params_mbit, report.flops,
     )  # fmt: skip
     values = _values(report, model, entry)
@@ -437,8 +435,9 @@ def check_configs(paths: list[Path], strict: bool = False) -> CheckReport:
         for entry in entries:
             used: list[Any] = []
             try:
-                report.results.append(evaluate(entry, used))
+                result = evaluate(entry, used)
                 report.uncounted += uncounted_warnings(used, strict or entry.strict)
+                report.results.append(result)
             except ConfigError as error:
                 report.errors.append(str(error))
             except SofarError as error:  # --strict: uncounted ops, at the model's line

@@ -95,6 +95,25 @@ def test_strict_check_refuses_uncounted_fft(tmp_path: Path) -> None:
     assert "aten._fft_r2c" in strict.stderr and "--strict" in strict.stderr
 
 
+@pytest.mark.parametrize(
+    ("replace", "line", "message"),
+    [
+        (("input_shape = [1, 3, 32, 32]", ""), 3, "needs input_shape"),
+        (("[1, 3, 32, 32]", "[1, 3, 0]"), 4, "input_shape must be a list of positive integers"),
+        (("[model.kwargs]", "kwargs = 3\n[model.k]"), 6, "kwargs must be a table"),
+        ((":make", ":"), 3, "expected package.module:callable"),
+        ((":make", ":nope"), 3, "has no attribute 'nope'"),
+    ],
+)
+def test_malformed_user_model_configs_exit_2_at_their_line(
+    tmp_path: Path, replace: tuple[str, str], line: int, message: str
+) -> None:
+    path = Path(write_config(tmp_path, 16))
+    path.write_text(CONFIG.replace(*replace).format(width=16, fft="false", strict=""))
+    (error,) = invoke("check", str(path), code=2).stderr.strip().splitlines()
+    assert error.startswith(f"error: {path}:{line}: ") and message in error, error
+
+
 def test_fft_is_reported_and_strict_exits_2() -> None:
     args = ["compare", SPEC, "--model-arg", "fft=true", *SHAPE]
     result = invoke(*args, "-f", "json")
