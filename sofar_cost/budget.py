@@ -423,8 +423,6 @@ def check_configs(paths: list[Path], strict: bool = False) -> CheckReport:
     is reported in ``errors`` without hiding the others. A missing path raises ConfigError.
     Uncounted ops that can multiply are warnings, or errors under ``strict = true`` in the
     entry (or ``strict`` here, for every entry)."""
-    from sofar_cost.model_source import uncounted_warnings
-
     report = CheckReport()
     for path in config_files(paths):
         try:
@@ -436,6 +434,8 @@ def check_configs(paths: list[Path], strict: bool = False) -> CheckReport:
             used: list[Any] = []
             try:
                 result = evaluate(entry, used)
+                from sofar_cost.model_source import uncounted_warnings  # torch: only once costed
+
                 report.uncounted += uncounted_warnings(used, strict or entry.strict)
                 report.results.append(result)
             except ConfigError as error:
