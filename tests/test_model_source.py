@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sofar_cost.costs import WidthCosts
@@ -9,6 +11,7 @@ from sofar_cost.errors import SofarError
 from sofar_cost.model_source import (
     CallableSource,
     PresetSource,
+    as_source,
     load_source,
     parse_input_shape,
     parse_model_args,
@@ -115,3 +118,11 @@ def test_spec_errors_are_one_line_and_name_the_spec(
     with pytest.raises(SofarError, match=message) as info:
         load_source(spec, None, shape).report()
     assert spec in str(info.value) and "\n" not in str(info.value)
+
+
+def test_json_form_rebuilds_the_source_as_a_kernel_subprocess_gets_it() -> None:
+    user = load_source(f"{USER_FILE}:make", {"width": 8}, SHAPE)
+    again = as_source(json.loads(json.dumps(user.to_json())))
+    assert again.report("imagenet").summary() == user.report("imagenet").summary()
+    preset = load_source("bireal18")
+    assert as_source(preset.to_json()) == preset and as_source("bireal18") == preset
