@@ -262,17 +262,15 @@ def _host_has(features: str) -> bool:
 @pytest.mark.parametrize(("cpu", "features", "variant"),
                          [("haswell", HASWELL, "avx2-carry-save"),
                           ("sandybridge", SANDYBRIDGE, "scalar-popcnt")])
-def test_x86_variants_match_torch(request: pytest.FixtureRequest, tmp_path: Path, cpu: str,
-                                  features: str, variant: str) -> None:
+def test_x86_variants_match_torch(tmp_path: Path, cpu: str, features: str,
+                                  variant: str) -> None:
     """The variants for CPUs without vector popcount, compiled for Haswell (AVX2) and Sandy
     Bridge (no AVX2) in a subprocess with its own Numba cache, so that machines with
     AVX-512 test them too: exact against torch on 3x3, 7x7 (49 taps: two carry-save trees)
     and 1x1 layers, and no AVX-512 instruction in the generated code. The Numba cache is
-    kept in pytest's cache folder, so that only a fresh clone pays the compile."""
-    cache = getattr(request.config, "cache", None)
-    cache_dir = cache.mkdir(f"numba-{cpu}") if cache is not None else tmp_path
+    fresh every run: the check reads the machine code of this compile."""
     env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features,
-               NUMBA_CACHE_DIR=str(cache_dir))
+               NUMBA_CACHE_DIR=str(tmp_path))
     run = subprocess.run([sys.executable, "-c", VARIANT_CHECK, variant], env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
