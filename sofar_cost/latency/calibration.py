@@ -36,8 +36,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from sofar_cost import __version__
+from sofar_cost.binary import BinaryLinear
 from sofar_cost.errors import SofarError
 from sofar_cost.latency.ops import FEATURES, Op, engine_ops
+from sofar_cost.models.densenet import DenseLayer, Transition
 from sofar_cost.models.layers import BinaryConvUnit, Join
 from sofar_cost.results import CalibrationRun
 
@@ -48,7 +50,8 @@ KEY_FIELDS = ("cpu", "kernel_variant", "threads", "package_version")
 # Kinds are fitted in this order; a sample's ops of kinds fitted earlier are subtracted first.
 FIT_ORDER = ("module_call", "layout_copy", "relu", "elementwise", "add", "batchnorm", "concat",
              "mean", "join_mean", "join_mean_strided", "mixed_layout", "maxpool", "avgpool",
-             "linear", "conv1x1", "conv7x7", "conv3x3", "binary_conv")
+             "avgpool2", "relu_maxpool", "linear", "pointwise_matmul", "bn_maxpool_relu",
+             "conv1x1", "conv7x7", "conv3x3", "binary_conv")
 
 
 def cpu_name() -> str:
@@ -207,6 +210,39 @@ def samples() -> list[Sample]:
     out += [Sample(s.label.replace("bconv", "conv3x3").replace(" +res", ""), "conv3x3",
                    lambda s=s: _fp_conv_of(s.build()), s.shape, pair=s.label)
             for s in out if s.kind == "binary_conv"]
+    # what the engine builds beyond single units: unit chains (each unit's output pass packs
+    # the next one's bits), DenseNet runs on one buffer, binary Linear layers
+    for c, h in ((64, 56), (41, 56), (128, 28), (256, 14), (512, 7)):
+        out.append(Sample(f"bconv chain 3x {c}->{c} {h}x{h} +res", "binary_conv",
+                          lambda c=c: nn.Sequential(*[BinaryConvUnit(c, c) for _ in range(3)]),
+                          (1, c, h, h), "packed"))
+    for c, growth, h in ((64, 64, 56), (160, 64, 28), (288, 64, 14), (96, 32, 28)):
+        out.append(Sample(f"dense run 4x {c}+{growth} {h}x{h}", "binary_conv",
+                          lambda c=c, g=growth: _nchw_input(
+                              *[DenseLayer(c + i * g, g) for i in range(4)]),
+                          (1, c, h, h), "packed"))
+    for cin, cout in ((512, 1000), (2048, 1000), (4096, 4096), (9216, 4096)):
+        out.append(Sample(f"binary linear {cin}->{cout}", "binary_conv",
+                          lambda cin=cin, cout=cout: BinaryLinear(cin, cout), (1, cin), "packed"))
+    # the engine's own passes: stem ReLU + max-pool, Bi-Real's 2x2 average pool, 1x1 float
+    # convs as a matrix product (BN folded), DenseNet transitions (one pass, then the product)
+    for c in (24, 32, 64, 96):
+        out.append(Sample(f"relu+maxpool {c}x112x112", "relu_maxpool",
+                          lambda: nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2, 1)),
+                          (1, c, 112, 112), "packed"))
+    for c, h in ((64, 56), (128, 28), (256, 14), (41, 56), (96, 56)):
+        out.append(Sample(f"avgpool2 {c}x{h}x{h}", "avgpool2",
+                          lambda: _nchw_input(nn.AvgPool2d(2)), (1, c, h, h), "packed"))
+    for cin, cout, h in ((64, 128, 28), (128, 256, 14), (256, 512, 7), (41, 82, 28),
+                         (256, 128, 28), (512, 256, 14), (384, 160, 7)):
+        out.append(Sample(f"pointwise {cin}->{cout} {h}x{h}", "pointwise_matmul",
+                          lambda cin=cin, cout=cout: _nchw_input(
+                              nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)),
+                          (1, cin, h, h), "packed"))
+    for cin, cout, h in ((320, 160, 56), (416, 208, 28), (608, 304, 14), (192, 96, 56)):
+        out.append(Sample(f"transition {cin}->{cout} {h}x{h}", "bn_maxpool_relu",
+                          lambda cin=cin, cout=cout: _nchw_input(Transition(cin, cout)),
+                          (1, cin, h, h), "packed"))
     for cin, cout, h in ((32, 64, 28), (64, 128, 14), (128, 256, 7), (256, 512, 4),
                          (41, 82, 28), (164, 328, 7), (256, 128, 56), (512, 256, 28),
                          (640, 320, 14), (448, 166, 28)):
@@ -241,6 +277,12 @@ def samples() -> list[Sample]:
     out += [Sample(f"global mean {c}x7x7", "mean", lambda: nn.AdaptiveAvgPool2d(1), (1, c, 7, 7))
             for c in (256, 512, 1024)]
     return out
+
+
+def _nchw_input(*modules: nn.Module) -> nn.Module:
+    """``modules`` reading NCHW memory, as they do after a packed layer (a packed model's
+    input arrives channels-last)."""
+    return nn.Sequential(_ToNCHW(), *modules)
 
 
 def _fp_conv_of(unit: nn.Module) -> nn.Module:
