@@ -276,6 +276,11 @@ def _materialized(model: nn.Module) -> nn.Module:
     return model
 
 
+def packed_ops(packed: nn.Module, x: torch.Tensor) -> list[Op]:
+    """The operations a packed model (``pack_model``'s) runs on ``x``: it is run once."""
+    return _run_recorded(packed, x, packed=True)
+
+
 def _run_recorded(model: nn.Module, x: torch.Tensor, packed: bool) -> list[Op]:
     """Run ``model`` on ``x`` recording module calls and ATen ops; the ops it ran."""
     names = {id(m): n or "(model)" for n, m in model.named_modules()}
@@ -328,7 +333,7 @@ def engine_ops(model: nn.Module, input_shape: tuple[int, ...], side: str, *,
 
         packed = pack_model(_materialized(model))
         x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0))
-        return _run_recorded(packed, x, packed=True)
+        return packed_ops(packed, x)
     with torch.device("meta"):
         model = copy.deepcopy(model).to("meta").eval().to(memory_format=torch.channels_last)
         set_binarization(model, False)
