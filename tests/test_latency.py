@@ -66,6 +66,7 @@ def kinds(ops) -> dict[str, int]:
     return found
 
 
+@pytest.mark.slow
 def test_packed_bireal18_is_read_off_the_engine():
     packed = kinds(engine_ops(meta_model("bireal18"), (1, 3, 224, 224), "packed"))
     fp32 = kinds(engine_ops(meta_model("bireal18"), (1, 3, 224, 224), "torch_fp32"))
@@ -78,12 +79,21 @@ def test_packed_bireal18_is_read_off_the_engine():
     assert "binary_conv" not in fp32
 
 
+@pytest.mark.slow
 def test_densenet_runs_write_one_buffer_and_transitions_fuse():
     packed = kinds(engine_ops(meta_model("binarydensenet28"), (1, 3, 224, 224), "packed"))
     assert "concat" not in packed and packed["bn_maxpool_relu"] == 3
     assert packed["pointwise_matmul"] == 3
 
 
+def test_word_efficiency_sees_odd_widths_in_a_unit_chain():
+    with torch.device("meta"):
+        model = tiny_net(41)
+    convs = [op for op in engine_ops(model, (1, 3, 8, 8), "packed") if op.kind == "binary_conv"]
+    assert [op.word_efficiency for op in convs] == [41 / 64, 41 / 64]
+
+
+@pytest.mark.slow
 def test_word_efficiency_sees_odd_widths():
     ops = engine_ops(meta_model("rf-c4d8-37", 41), (1, 3, 224, 224), "packed")
     convs = [op for op in ops if op.kind == "binary_conv"]
@@ -110,6 +120,7 @@ def test_every_binary_layer_the_engine_runs_is_predicted(calibration, layer, kin
     assert predict(model, (1, 3, 6, 6), calibration).ms_packed > 0
 
 
+@pytest.mark.slow
 def test_prediction_sums_its_layers_and_is_deterministic(calibration):
     first = predict_model("bireal18", "imagenet", None, calibration)
     again = predict_model("bireal18", "imagenet", None, calibration)
@@ -211,8 +222,10 @@ def tiny_net(width: int) -> nn.Module:
 
 def test_solve_on_latency_is_deterministic_and_tight_on_a_small_net(calibration):
     costs = [WidthCosts(tiny_net, (1, 3, 8, 8), calibration=calibration) for _ in range(2)]
-    budget = costs[0].metric(100, "latency")
-    assert solved(costs[0], budget) == solved(costs[1], budget) == 100
+    budget = costs[0].metric(20, "latency")
+    assert solved(costs[0], budget) == solved(costs[1], budget) == 20
+    prediction = costs[0].latency(20)
+    assert prediction.ms_packed == pytest.approx(sum(r["ms_packed"] for r in prediction.layers))
 
 
 @pytest.mark.slow

@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sofar_cost.binary import set_binarization
+from sofar_cost.errors import SofarError
 
 WORD_BITS = 64
 
@@ -74,6 +75,13 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "module_call": (),
 }
 SIDES = ("packed", "torch_fp32")
+# The packed side runs the packed model once, so its weights must fit in memory: 200M float
+# weights (800 MB) is over 3x the largest preset's (binary-alexnet: 62M).
+MAX_PACKED_PARAMETERS = 200_000_000
+
+
+class TooLargeToPack(SofarError):
+    """A model with more weights than the packed side's one run may allocate here."""
 
 _FREE = {
     "view", "_unsafe_view", "slice", "t", "detach", "alias", "expand", "transpose", "permute",
@@ -330,6 +338,12 @@ def engine_ops(model: nn.Module, input_shape: tuple[int, ...], side: str, *,
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
     if side == "packed":
         from sofar_cost.engine import pack_model  # numba: load on demand
+
+        count = sum(p.numel() for p in model.parameters())
+        if count > MAX_PACKED_PARAMETERS:
+            raise TooLargeToPack(f"no packed latency for a model of {count:,} weights: the "
+                                 f"prediction packs and runs it once, which allows up to "
+                                 f"{MAX_PACKED_PARAMETERS:,}")
 
         packed = pack_model(_materialized(model))
         x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0))
