@@ -51,7 +51,7 @@ KEY_FIELDS = ("cpu", "kernel_variant", "threads", "package_version")
 FIT_ORDER = ("module_call", "layout_copy", "relu", "elementwise", "add", "batchnorm", "concat",
              "mean", "join_mean", "join_mean_strided", "mixed_layout", "maxpool", "avgpool",
              "avgpool2", "relu_maxpool", "linear", "pointwise_matmul", "bn_maxpool_relu",
-             "conv1x1", "conv7x7", "conv3x3", "binary_conv")
+             "conv1x1", "conv7x7", "conv3x3", "conv_grouped", "binary_conv")
 
 
 def cpu_name() -> str:
@@ -257,6 +257,11 @@ def samples() -> list[Sample]:
     for cout in (24, 41, 64, 96):
         out.append(Sample(f"conv7x7 3->{cout} 224 s2", "conv7x7",
                           lambda c=cout: nn.Conv2d(3, c, 7, 2, 3, bias=False), (1, 3, 224, 224)))
+    for c, groups, h in ((32, 32, 112), (64, 64, 56), (128, 128, 28), (256, 256, 14),
+                         (512, 512, 7), (128, 4, 28), (256, 4, 14)):
+        out.append(Sample(f"conv3x3 {c} groups {groups} {h}x{h} s2", "conv_grouped",
+                          lambda c=c, g=groups: nn.Conv2d(c, c, 3, 2, 1, groups=g, bias=False),
+                          (1, c, h, h)))
     for cin in (256, 512, 1024, 2048):
         out.append(Sample(f"linear {cin}->1000", "linear", lambda c=cin: nn.Linear(c, 1000),
                           (1, cin)))

@@ -19,7 +19,8 @@ Every torch op the packed model still runs (float convs with BN folded, the poin
 in :class:`~sofar_cost.engine.TorchBinaryLayer`, ...) is recorded as it runs, on real tensors,
 so its layouts are the engine's own. The torch fp32 side is the same net with binarization
 off in channels-last PyTorch, traced on the meta device (no weights, no time). Torch ops map
-to kinds: ``conv1x1`` / ``conv3x3`` / ``conv7x7`` (fp32 convs by kernel class), ``linear``,
+to kinds: ``conv1x1`` / ``conv3x3`` / ``conv7x7`` (fp32 convs by kernel class),
+``conv_grouped`` (depthwise or grouped), ``linear``,
 memory-bound ops (``batchnorm``, ``relu``, ``add``, ``concat``, ``mean`` over pixels,
 ``join_mean`` / ``join_mean_strided`` over stacked NCHW / channels-last tensors (a fractal
 join), ``maxpool``, ``avgpool``, ``elementwise`` for anything else that writes a tensor),
@@ -55,6 +56,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "conv1x1": ("macs", "io_elems", "weight_elems"),
     "conv3x3": ("macs", "io_elems", "weight_elems"),
     "conv7x7": ("macs", "io_elems", "weight_elems"),
+    "conv_grouped": ("macs", "io_elems", "weight_elems"),
     "linear": ("macs", "io_elems"),
     "pointwise_matmul": ("macs", "io_elems", "weight_elems"),
     "avgpool2": ("io_elems",),
@@ -186,7 +188,8 @@ def _torch_op(layer: str, name: str, args: Any, out: Any) -> Op | None:
         k = int(weight.shape[2])
         macs = _numel(outs[0].shape) * _numel(weight.shape[1:])
         ins = _numel(args[0].shape) + _numel(outs[0].shape)
-        kind = conv_kind(k, int(weight.shape[1]))
+        # depthwise / grouped convs do little work per element: timed as their own kind
+        kind = "conv_grouped" if int(args[8]) > 1 else conv_kind(k, int(weight.shape[1]))
         return Op(layer, kind, (float(macs), float(ins), float(_numel(weight.shape))))
     kind = _KIND_OF.get(name, "elementwise")
     if kind in ("add", "concat", "elementwise") and _mixed(_tensors(args)):
