@@ -105,7 +105,7 @@ def test_word_efficiency_sees_odd_widths():
 @pytest.mark.parametrize(
     ("layer", "kind"),
     [
-        (BinaryConv2d(4, 4, 3, padding=1, groups=2), "conv3x3"),
+        (BinaryConv2d(4, 4, 3, padding=1, groups=2), "conv_grouped"),
         (BinaryConv2d(4, 4, 3, padding=2, dilation=2), "conv3x3"),
         (BinaryConv2d(4, 4, 3, padding=1, binary_input=False), "conv3x3"),
         (nn.Sequential(nn.Flatten(), BinaryLinear(4 * 6 * 6, 4)), "binary_conv"),
