@@ -95,8 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per variant")
     parser.add_argument("--threads", type=int, default=1)
-    sofar = [n for n in list_models() if PRESETS[n].family != "larq-zoo"]  # engine: not yet
-    parser.add_argument("--models", nargs="+", default=sofar, help="presets to run")
+    presets = [n for n in list_models() if "imagenet" in PRESETS[n].widths]  # larq-zoo's too
+    parser.add_argument("--models", nargs="+", default=presets, help="presets to run")
     parser.add_argument("--out", type=Path, default=REPORTS / "latency_vs_flops",
                         help="output path without suffix")
     parser.add_argument("--calibration", type=Path,

@@ -6,6 +6,7 @@ second to build; Params need no forward pass at all, Flops need one traced pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -92,8 +93,13 @@ class WidthCosts:
         return predict_model(self.source, self.dataset, width, self.calibration, sides)
 
     def metric(self, width: int, on: str) -> float:
-        if on == "latency":  # the packed side only: one trace per probed width
-            return self.latency(width, ("packed",)).ms_packed
+        if on == "latency":  # the packed side only: one run per probed width
+            from sofar_cost.latency.ops import TooLargeToPack
+
+            try:
+                return self.latency(width, ("packed",)).ms_packed
+            except TooLargeToPack:  # far above any preset (a solver's top probe): no fit
+                return math.inf
         return self.params_mbit(width) if on == "params" else self.report(width).flops
 
 

@@ -36,8 +36,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from sofar_cost import __version__
+from sofar_cost.binary import BinaryLinear
 from sofar_cost.errors import SofarError
-from sofar_cost.latency.ops import FEATURES, Op, engine_ops
+from sofar_cost.latency.ops import FEATURES, Op, engine_ops, packed_ops
+from sofar_cost.models.densenet import DenseLayer, Transition
 from sofar_cost.models.layers import BinaryConvUnit, Join
 from sofar_cost.results import CalibrationRun
 
@@ -48,7 +50,8 @@ KEY_FIELDS = ("cpu", "kernel_variant", "threads", "package_version")
 # Kinds are fitted in this order; a sample's ops of kinds fitted earlier are subtracted first.
 FIT_ORDER = ("module_call", "layout_copy", "relu", "elementwise", "add", "batchnorm", "concat",
              "mean", "join_mean", "join_mean_strided", "mixed_layout", "maxpool", "avgpool",
-             "linear", "conv1x1", "conv7x7", "conv3x3", "binary_conv")
+             "avgpool2", "relu_maxpool", "linear", "pointwise_matmul", "bn_maxpool_relu",
+             "conv1x1", "conv7x7", "conv3x3", "conv_grouped", "binary_conv")
 
 
 def cpu_name() -> str:
@@ -130,7 +133,7 @@ class Sample:
     shape: tuple[int, ...]
     side: str = "torch_fp32"  # "packed": run through pack_model
     pair: str = ""  # label of the sample timed interleaved with this one
-    channels_last: bool = True  # the torch side's input layout (False: NCHW, as packed writes)
+    channels_last: bool = True  # input layout (False: NCHW, as a packed layer writes it)
 
 
 class _Add(nn.Module):
@@ -195,18 +198,56 @@ def samples() -> list[Sample]:
     for h, widths in stages.items():
         for c in widths:
             out.append(Sample(f"bconv {c}->{c} {h}x{h} +res", "binary_conv",
-                              _binary_unit(c, c, 1, True), (1, c, h, h), "packed"))
+                              _binary_unit(c, c, 1, True), (1, c, h, h), "packed",
+                              channels_last=False))
     for h, c in ((56, 32), (56, 64), (28, 64), (28, 128), (14, 256)):
         out.append(Sample(f"bconv {c}->{2 * c} {h}x{h} s2", "binary_conv",
-                          _binary_unit(c, 2 * c, 2, False), (1, c, h, h), "packed"))
+                          _binary_unit(c, 2 * c, 2, False), (1, c, h, h), "packed",
+                          channels_last=False))
     for h, cin, cout in ((56, 160, 32), (28, 288, 64), (14, 448, 32), (7, 736, 64),
                          (56, 96, 64), (14, 320, 128)):
         out.append(Sample(f"bconv {cin}->{cout} {h}x{h}", "binary_conv",
-                          _binary_unit(cin, cout, 1, False), (1, cin, h, h), "packed"))
+                          _binary_unit(cin, cout, 1, False), (1, cin, h, h), "packed",
+                          channels_last=False))
     # the same shapes in torch fp32 (paired with the packed ones when timed)
     out += [Sample(s.label.replace("bconv", "conv3x3").replace(" +res", ""), "conv3x3",
-                   lambda s=s: _fp_conv_of(s.build()), s.shape, pair=s.label)
+                   lambda s=s: _fp_conv_of(s.build()), s.shape, pair=s.label,
+                   channels_last=True)
             for s in out if s.kind == "binary_conv"]
+    # what the engine builds beyond single units: unit chains (each unit's output pass packs
+    # the next one's bits), DenseNet runs on one buffer, binary Linear layers
+    for c, h in ((64, 56), (41, 56), (128, 28), (256, 14), (512, 7)):
+        out.append(Sample(f"bconv chain 3x {c}->{c} {h}x{h} +res", "binary_conv",
+                          lambda c=c: nn.Sequential(*[BinaryConvUnit(c, c) for _ in range(3)]),
+                          (1, c, h, h), "packed", channels_last=False))
+    for c, growth, h in ((64, 64, 56), (160, 64, 28), (288, 64, 14), (96, 32, 28)):
+        out.append(Sample(f"dense run 4x {c}+{growth} {h}x{h}", "binary_conv",
+                          lambda c=c, g=growth: nn.Sequential(
+                              *[DenseLayer(c + i * g, g) for i in range(4)]),
+                          (1, c, h, h), "packed", channels_last=False))
+    for cin, cout in ((512, 1000), (2048, 1000), (4096, 4096), (9216, 4096)):
+        out.append(Sample(f"binary linear {cin}->{cout}", "binary_conv",
+                          lambda cin=cin, cout=cout: BinaryLinear(cin, cout), (1, cin), "packed"))
+    # the engine's own passes: stem ReLU + max-pool, Bi-Real's 2x2 average pool, 1x1 float
+    # convs as a matrix product (BN folded), DenseNet transitions (one pass, then the product)
+    for c in (24, 32, 64, 96):
+        out.append(Sample(f"relu+maxpool {c}x112x112", "relu_maxpool",
+                          lambda: nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2, 1)),
+                          (1, c, 112, 112), "packed"))
+    for c, h in ((64, 56), (128, 28), (256, 14), (41, 56), (96, 56)):
+        out.append(Sample(f"avgpool2 {c}x{h}x{h}", "avgpool2",
+                          lambda: nn.Sequential(nn.AvgPool2d(2)), (1, c, h, h), "packed",
+                          channels_last=False))
+    for cin, cout, h in ((64, 128, 28), (128, 256, 14), (256, 512, 7), (41, 82, 28),
+                         (256, 128, 28), (512, 256, 14), (384, 160, 7)):
+        out.append(Sample(f"pointwise {cin}->{cout} {h}x{h}", "pointwise_matmul",
+                          lambda cin=cin, cout=cout: nn.Sequential(
+                              nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)),
+                          (1, cin, h, h), "packed", channels_last=False))
+    for cin, cout, h in ((320, 160, 56), (416, 208, 28), (608, 304, 14), (192, 96, 56)):
+        out.append(Sample(f"transition {cin}->{cout} {h}x{h}", "bn_maxpool_relu",
+                          lambda cin=cin, cout=cout: Transition(cin, cout),
+                          (1, cin, h, h), "packed", channels_last=False))
     for cin, cout, h in ((32, 64, 28), (64, 128, 14), (128, 256, 7), (256, 512, 4),
                          (41, 82, 28), (164, 328, 7), (256, 128, 56), (512, 256, 28),
                          (640, 320, 14), (448, 166, 28)):
@@ -216,6 +257,11 @@ def samples() -> list[Sample]:
     for cout in (24, 41, 64, 96):
         out.append(Sample(f"conv7x7 3->{cout} 224 s2", "conv7x7",
                           lambda c=cout: nn.Conv2d(3, c, 7, 2, 3, bias=False), (1, 3, 224, 224)))
+    for c, groups, h in ((32, 32, 112), (64, 64, 56), (128, 128, 28), (256, 256, 14),
+                         (512, 512, 7), (128, 4, 28), (256, 4, 14)):
+        out.append(Sample(f"conv3x3 {c} groups {groups} {h}x{h} s2", "conv_grouped",
+                          lambda c=c, g=groups: nn.Conv2d(c, c, 3, 2, 1, groups=g, bias=False),
+                          (1, c, h, h)))
     for cin in (256, 512, 1024, 2048):
         out.append(Sample(f"linear {cin}->1000", "linear", lambda c=cin: nn.Linear(c, 1000),
                           (1, cin)))
@@ -250,6 +296,8 @@ def _fp_conv_of(unit: nn.Module) -> nn.Module:
 
 
 def sample_ops(sample: Sample) -> list[Op]:
+    if sample.side == "packed":
+        return packed_ops(*_packed_sample(sample))
     with torch.device("meta"):
         module = sample.build()
     return engine_ops(module, sample.shape, sample.side,
@@ -259,25 +307,44 @@ def sample_ops(sample: Sample) -> list[Op]:
 # ----------------------------------------------------------------------------------- timing
 
 
-def _runnable(sample: Sample) -> Callable[[], object]:
-    """The sample as the engine runs it: packed (eval, BN folded) or channels-last torch."""
-    from sofar_cost.engine import pack_model  # numba: load on demand
-
+def _built(sample: Sample) -> tuple[nn.Module, torch.Tensor]:
+    """The sample's module (eval, BN with non-trivial statistics) and its input."""
     gen = torch.Generator().manual_seed(0)
     module = sample.build().eval().requires_grad_(False)
     for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics, as a trained net has
+        if isinstance(m, nn.BatchNorm2d):  # as a trained net has
             m.running_mean.normal_(generator=gen)
             m.running_var.uniform_(0.5, 2.0, generator=gen)
     x = torch.randn(sample.shape, generator=gen)
+    if x.dim() == 4 and sample.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return module, x
+
+
+def _packed_sample(sample: Sample) -> tuple[nn.Module, torch.Tensor]:
+    """What ``pack_model`` builds of the sample, and its input. A sample whose input is NCHW
+    stands for layers reading a packed layer's NCHW output inside a model, so its packed root
+    keeps that layout: the root's channels-last conversion (a whole model's input) is left out.
+    """
+    from sofar_cost.engine import pack_model  # numba: load on demand
+
+    module, x = _built(sample)
+    packed = pack_model(module)
+    if not sample.channels_last:
+        packed._forward_pre_hooks.clear()
+    return packed, x
+
+
+def _runnable(sample: Sample) -> Callable[[], object]:
+    """The sample as the engine runs it: packed (eval, BN folded) or channels-last torch."""
     if sample.side == "packed":
-        module = pack_model(module)
-    elif x.dim() == 4:
+        module, x = _packed_sample(sample)
+        return lambda: module(x)
+    module, x = _built(sample)
+    if x.dim() == 4:
         module = module.to(memory_format=torch.channels_last)
-        if sample.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    if sample.side == "packed" or weight_bytes == 0:
+    if weight_bytes == 0:
         return lambda: module(x)
     # Float weights of a whole net (85 MB for bireal34) stream from memory on each pass; a
     # layer called again and again would find its weights in cache. So its calls cycle

@@ -1,9 +1,9 @@
 """Predicted latency of a model, per layer and in total, from its traced graph and a calibration.
 
-The packed side is what :func:`sofar_cost.engine.pack_model` runs; the torch fp32 side is the
-same net with binarization off in channels-last PyTorch. Both come from one meta-device trace
-each (:func:`~sofar_cost.latency.ops.engine_ops`), so a prediction costs no weights and no
-timing and is the same on every run with the same calibration file.
+The packed side is what :func:`sofar_cost.engine.pack_model` builds, run once untimed on
+deterministic weights; the torch fp32 side is the same net with binarization off in
+channels-last PyTorch, traced on the meta device (:func:`~sofar_cost.latency.ops.engine_ops`).
+Neither is timed, so a prediction is the same on every run with the same calibration file.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def word_efficiency(ops: list[Op]) -> float | None:
 def predict(model: nn.Module, input_shape: tuple[int, ...], calibration: Calibration, *,
             name: str | None = None, dataset: str = "", width: int | None = None,
             sides: tuple[str, ...] = SIDES) -> LatencyPrediction:
-    """Predict ``model``'s latency (build it on the meta device: nothing is run for real).
+    """Predict ``model``'s latency (it may live on the meta device; it is left as it is).
 
     ``sides`` may leave out "torch_fp32" (its total is then nan) where only the packed
     latency is wanted, as in solving: one trace instead of two.

@@ -1,34 +1,39 @@
 """What the packed engine (and plain torch fp32) run for a model: a list of costed operations.
 
-This is the one module that knows how :mod:`sofar_cost.engine` executes a traced model, so it
-is the one to re-point when the engine changes. The model is run once on the meta device
-(no weights, no time) under a dispatch mode that records every ATen op with the module that
-runs it; each op then becomes an :class:`Op` of a *kind* the calibration has timed:
+The packed side is read off the model :func:`sofar_cost.engine.pack_model` actually builds, so
+it follows the engine as it changes: the packed model runs once (deterministic weights, one
+image, not timed) while every module call and every ATen op is recorded. Engine modules that
+call Numba kernels (invisible to torch) are costed by their type, from the shapes they see:
 
-- ``binary_conv``: a binary conv as :class:`~sofar_cost.engine.PackedConv` runs it: packing
-  of the float input, the XNOR-popcount kernel and the per-channel affine pass. In a
-  :class:`~sofar_cost.models.layers.BinaryConvUnit` the eval BN and the shortcut add are fused
-  into that pass (``pack_model``), so they cost nothing of their own; the residual read does.
-- ``conv1x1`` / ``conv3x3`` / ``conv7x7`` (torch fp32 convs by kernel class), ``linear`` and
-  memory-bound torch ops (``batchnorm``, ``relu``, ``add``, ``concat``, ``mean`` over pixels,
-  ``join_mean`` / ``join_mean_strided`` over stacked NCHW / channels-last tensors (a
-  fractal join), ``maxpool``, ``avgpool``, and
-  ``elementwise`` for anything else that writes a tensor).
-- ``layout_copy``: a change of memory layout. Both sides run channels-last torch, but a packed
-  conv writes NCHW: a torch conv reading NCHW copies it to channels-last first, a fused
-  residual is made NCHW-contiguous, and a packed conv's input in neither layout (a channel
-  slice) is copied before packing. The trace follows layouts on the meta device to see these.
-- ``mixed_layout``: an element-wise op or concatenation whose inputs are in different layouts
-  (NCHW from a packed conv or a join, channels-last from torch), which torch runs strided.
-- ``module_call``: the Python cost of entering one module.
+- ``binary_conv``: one packed binary conv (a :class:`~sofar_cost.engine.PackedConv`, each unit
+  of a :class:`~sofar_cost.engine.PackedUnitRun`, each layer of a
+  :class:`~sofar_cost.engine.PackedDenseRun`, a binary Linear): packing of its input (from
+  floats, a BN-thresholded DenseNet buffer or the previous unit's output pass), the
+  XNOR-popcount kernel, and the affine output pass with folded BN and fused residual;
+- ``avgpool2`` (:class:`~sofar_cost.engine.AvgPool2`), ``relu_maxpool``
+  (:class:`~sofar_cost.engine.ReluMaxPool`, the stem) and ``bn_maxpool_relu`` (the fused pass
+  of a :class:`~sofar_cost.engine.PackedTransition`).
 
-Binarization bookkeeping (sign, weight scale) inside a binary layer is folded away in both
-engines and never costed; view ops (view, slice, t) and allocations cost nothing.
+Every torch op the packed model still runs (float convs with BN folded, the pointwise convs as
+``baddbmm`` (``pointwise_matmul``), layout copies, dilated/grouped or real-input binary layers
+in :class:`~sofar_cost.engine.TorchBinaryLayer`, ...) is recorded as it runs, on real tensors,
+so its layouts are the engine's own. The torch fp32 side is the same net with binarization
+off in channels-last PyTorch, traced on the meta device (no weights, no time). Torch ops map
+to kinds: ``conv1x1`` / ``conv3x3`` / ``conv7x7`` (fp32 convs by kernel class),
+``conv_grouped`` (depthwise or grouped), ``linear``,
+memory-bound ops (``batchnorm``, ``relu``, ``add``, ``concat``, ``mean`` over pixels,
+``join_mean`` / ``join_mean_strided`` over stacked NCHW / channels-last tensors (a fractal
+join), ``maxpool``, ``avgpool``, ``elementwise`` for anything else that writes a tensor),
+``layout_copy`` (a change of memory layout, also the one a conv makes of an input not in
+channels-last), ``mixed_layout`` (an element-wise op or concatenation over inputs in different
+layouts, which torch runs strided) and ``module_call`` (the Python cost of entering a module).
+View ops and allocations cost nothing.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,9 +43,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sofar_cost.binary import has_binary_input, is_binary_layer, set_binarization
+from sofar_cost.binary import set_binarization
 from sofar_cost.errors import SofarError
-from sofar_cost.models.layers import BinaryConvUnit
 
 WORD_BITS = 64
 
@@ -52,7 +56,12 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "conv1x1": ("macs", "io_elems", "weight_elems"),
     "conv3x3": ("macs", "io_elems", "weight_elems"),
     "conv7x7": ("macs", "io_elems", "weight_elems"),
+    "conv_grouped": ("macs", "io_elems", "weight_elems"),
     "linear": ("macs", "io_elems"),
+    "pointwise_matmul": ("macs", "io_elems", "weight_elems"),
+    "avgpool2": ("io_elems",),
+    "relu_maxpool": ("io_elems",),
+    "bn_maxpool_relu": ("io_elems",),
     "batchnorm": ("io_elems",),
     "relu": ("io_elems",),
     "add": ("io_elems",),
@@ -68,6 +77,13 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "module_call": (),
 }
 SIDES = ("packed", "torch_fp32")
+# The packed side runs the packed model once, so its weights must fit in memory: 200M float
+# weights (800 MB) is over 3x the largest preset's (binary-alexnet: 62M).
+MAX_PACKED_PARAMETERS = 200_000_000
+
+
+class TooLargeToPack(SofarError):
+    """A model with more weights than the packed side's one run may allocate here."""
 
 _FREE = {
     "view", "_unsafe_view", "slice", "t", "detach", "alias", "expand", "transpose", "permute",
@@ -79,8 +95,8 @@ _KIND_OF = {
     "relu": "relu", "relu_": "relu", "add": "add", "add_": "add", "cat": "concat",
     "stack": "concat", "mean": "mean", "max_pool2d_with_indices": "maxpool",
     "max_pool2d": "maxpool", "avg_pool2d": "avgpool", "addmm": "linear", "mm": "linear",
-    "linear": "linear", "clone": "layout_copy", "copy_": "layout_copy",
-    "_to_copy": "layout_copy",
+    "linear": "linear", "baddbmm": "pointwise_matmul", "clone": "layout_copy",
+    "copy_": "layout_copy", "_to_copy": "layout_copy",
 }
 
 
@@ -150,7 +166,8 @@ class _OpRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
-        if name == "convolution" and (_channels_last(args[0]) or _channels_last(args[1])):
+        if name == "convolution" and out.device.type == "meta" and (
+                _channels_last(args[0]) or _channels_last(args[1])):
             # on the CPU a conv with a channels-last input or weight writes channels-last;
             # the meta kernel writes NCHW, which would hide the layouts the engine sees
             out = torch.empty(out.shape, dtype=out.dtype, device=out.device,
@@ -159,22 +176,6 @@ class _OpRecorder(TorchDispatchMode):
         return out
 
 
-def _fused_bn(module: nn.Module, parent: nn.Module | None) -> bool:
-    """A BN that ``pack_model`` folds into the packed conv before it (a Bi-Real unit's)."""
-    return (type(parent) is BinaryConvUnit and module is parent.bn
-            and is_binary_layer(parent.conv) and type(module) is nn.BatchNorm2d
-            and module.running_mean is not None)
-
-
-def _binary_conv(layer: str, args: Any, out: torch.Tensor, residual: bool) -> Op:
-    x, weight = args[0], args[1]
-    cin, k = int(weight.shape[1]), int(weight.shape[2])
-    words = -(-cin // WORD_BITS)
-    out_elems = _numel(out.shape)
-    conv_words = out_elems * k * k * words
-    weight_words = int(weight.shape[0]) * k * k * words
-    work = (conv_words, _numel(x.shape), out_elems, out_elems if residual else 0, weight_words)
-    return Op(layer, "binary_conv", tuple(float(w) for w in work), cin, words)
 
 
 def _torch_op(layer: str, name: str, args: Any, out: Any) -> Op | None:
@@ -187,7 +188,8 @@ def _torch_op(layer: str, name: str, args: Any, out: Any) -> Op | None:
         k = int(weight.shape[2])
         macs = _numel(outs[0].shape) * _numel(weight.shape[1:])
         ins = _numel(args[0].shape) + _numel(outs[0].shape)
-        kind = conv_kind(k, int(weight.shape[1]))
+        # depthwise / grouped convs do little work per element: timed as their own kind
+        kind = "conv_grouped" if int(args[8]) > 1 else conv_kind(k, int(weight.shape[1]))
         return Op(layer, kind, (float(macs), float(ins), float(_numel(weight.shape))))
     kind = _KIND_OF.get(name, "elementwise")
     if kind in ("add", "concat", "elementwise") and _mixed(_tensors(args)):
@@ -200,27 +202,14 @@ def _torch_op(layer: str, name: str, args: Any, out: Any) -> Op | None:
         a = _tensors(args)[-2]  # addmm(bias, input, weight.t()) / mm(input, weight.t())
         macs = _numel(outs[0].shape) * int(a.shape[-1])
         return Op(layer, kind, (float(macs), float(_numel(a.shape) + _numel(outs[0].shape))))
+    if kind == "pointwise_matmul":  # baddbmm(bias, weight [N, Cout, Cin], x [N, Cin, HW])
+        weight, x = _tensors(args)[-2:]
+        macs = _numel(outs[0].shape) * int(weight.shape[-1])
+        return Op(layer, kind, (float(macs), float(_numel(x.shape) + _numel(outs[0].shape)),
+                                float(_numel(weight.shape[1:]))))
     if kind == "batchnorm":  # input and output; the statistics are per channel
         io = _numel(args[0].shape) + _numel(outs[0].shape)
     return Op(layer, kind, (float(io),))
-
-
-def _check_packable(module: nn.Module, name: str) -> None:
-    """Refuse what the packed engine does not run (its own rules): no prediction for it."""
-    from sofar_cost.kernels.conv import check_module  # numba: load on demand
-
-    why = None
-    if not isinstance(module, nn.Conv2d):
-        why = "only binary Conv2d layers run on the packed kernels"
-    elif not has_binary_input(module):
-        why = "its input is real-valued (binary weights only), which the packed kernels do not run"
-    else:
-        try:
-            check_module(module, name)
-        except ValueError as error:
-            why = str(error)
-    if why is not None:
-        raise SofarError(f"no packed latency for layer {name} ({type(module).__name__}): {why}")
 
 
 def _copy_op(layer: str, tensor: torch.Tensor) -> Op:
@@ -235,81 +224,137 @@ def _channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
 
 
-def _packed_output(module: nn.Module) -> bool:
-    """Whether ``pack_model`` runs this module on the packed kernels (output: NCHW)."""
-    if type(module) is BinaryConvUnit:
-        return is_binary_layer(module.conv) and _fused_bn(module.bn, module)
-    return is_binary_layer(module)
+def _binary_conv(layer: str, kernel: Any, in_shape: Sequence[int], residual: bool) -> Op:
+    """One packed conv (a ``PackedBinaryConv2d``) reading ``in_shape`` [N, C, H, W]."""
+    n, _, height, width = (int(v) for v in in_shape)
+    kh, kw = kernel.weights.kernel_size
+    words = -(-kernel.in_channels // WORD_BITS)
+    out_elems = n * kernel.out_channels * math.prod(kernel.output_hw(height, width))
+    work = (out_elems * kh * kw * words, _numel(in_shape), out_elems,
+            out_elems if residual else 0, kernel.out_channels * kh * kw * words)
+    return Op(layer, "binary_conv", tuple(float(w) for w in work), kernel.in_channels, words)
+
+
+def _kernel_ops(module: nn.Module, layer: str, args: tuple[Any, ...], out: Any) -> list[Op]:
+    """The Numba work of one engine module call (its torch ops are recorded as they run)."""
+    from sofar_cost import engine  # numba: load on demand
+
+    x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    if x is None:
+        return []
+    kind = type(module)
+    if kind is engine.PackedConv:
+        residual = len(args) > 1 and args[1] is not None
+        shape = (*x.shape, 1, 1) if module.linear else x.shape
+        ops = [] if module.linear or _nchw(x) or _channels_last(x) else [_copy_op(layer, x)]
+        return [*ops, _binary_conv(module.kernel.name, module.kernel, shape, residual)]
+    if x.dim() != 4:
+        return []
+    n, chans, height, width = x.shape
+    if kind is engine.PackedUnitRun:
+        return [_binary_conv(unit.conv.kernel.name, unit.conv.kernel,
+                             (n, unit.conv.kernel.in_channels, *hw), unit.shortcut is not None)
+                for unit, hw in zip(module.units, module._sizes(height, width), strict=True)]
+    if kind is engine.PackedDenseRun:  # layer i packs the buffer's channels so far
+        grown = itertools.accumulate([chans] + [c.kernel.out_channels for c in module.convs])
+        return [_binary_conv(conv.kernel.name, conv.kernel, (n, c, height, width), False)
+                for conv, c in zip(module.convs, grown, strict=False)]
+    passes = {engine.AvgPool2: "avgpool2", engine.ReluMaxPool: "relu_maxpool",
+              engine.PackedTransition: "bn_maxpool_relu"}
+    if kind not in passes:
+        return []
+    out_elems = _numel(out.shape) if kind is not engine.PackedTransition else (
+        n * chans * (height // 2) * (width // 2))  # the pooled tensor it writes
+    return [Op(layer, passes[kind], (float(_numel(x.shape) + out_elems),))]
+
+
+def _materialized(model: nn.Module) -> nn.Module:
+    """``model`` with real, deterministic tensors where it lives on the meta device: packing
+    needs weights, though what it builds (and so the prediction) does not depend on them."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    if not any(t.is_meta for t in tensors):
+        return model
+    model = copy.deepcopy(model).to_empty(device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+            if not t.is_floating_point():
+                t.zero_()
+            elif name.endswith("running_var"):
+                t.fill_(1.0)
+            else:
+                t.normal_(generator=gen)
+    return model
+
+
+def packed_ops(packed: nn.Module, x: torch.Tensor) -> list[Op]:
+    """The operations a packed model (``pack_model``'s) runs on ``x``: it is run once."""
+    return _run_recorded(packed, x, packed=True)
+
+
+def _run_recorded(model: nn.Module, x: torch.Tensor, packed: bool) -> list[Op]:
+    """Run ``model`` on ``x`` recording module calls and ATen ops; the ops it ran."""
+    names = {id(m): n or "(model)" for n, m in model.named_modules()}
+    recorder = _OpRecorder()
+    kernel_ops: list[Op] = []
+
+    def enter(module: nn.Module, _inputs: Any) -> None:
+        recorder.stack.append(module)
+        recorder.module_calls.append(module)
+
+    def leave(module: nn.Module, inputs: Any, output: Any) -> None:
+        recorder.stack.pop()
+        if packed:
+            kernel_ops.extend(_kernel_ops(module, names.get(id(module), type(module).__name__),
+                                          inputs, output))
+
+    pre = nn.modules.module.register_module_forward_pre_hook(enter)
+    post = nn.modules.module.register_module_forward_hook(leave)
+    try:
+        with torch.no_grad(), recorder:
+            model(x)
+    finally:
+        pre.remove()
+        post.remove()
+    ops = [Op(names.get(id(m), type(m).__name__), "module_call", ()) for m in recorder.module_calls]
+    for name, stack, args, out in recorder.calls:
+        layer = names.get(id(stack[-1]), type(stack[-1]).__name__) if stack else "(model)"
+        if name == "convolution" and args[0].dim() == 4 and not _channels_last(args[0]):
+            ops.append(_copy_op(layer, args[0]))  # torch converts its input to channels-last
+        op = _torch_op(layer, name, args, out)
+        if op is not None:
+            ops.append(op)
+    return ops + kernel_ops
 
 
 def engine_ops(model: nn.Module, input_shape: tuple[int, ...], side: str, *,
                channels_last_input: bool = True) -> list[Op]:
     """The operations ``side`` ("packed" or "torch_fp32") runs for one forward pass.
 
-    ``model`` should live on the meta device (it is traced, never timed, and left as it is):
-    a copy is traced in channels-last memory, as both engines run it; for "torch_fp32" the
-    copy's toolkit binary layers are switched to float. ``channels_last_input=False`` feeds
-    an NCHW input (calibration samples of ops that read a packed conv's output).
+    "packed": the model ``pack_model`` builds from ``model`` (on the meta device or not;
+    left as it is), run once on an NCHW image as the end-to-end benchmark feeds it.
+    "torch_fp32": a channels-last copy with its toolkit binary layers switched to float,
+    traced on the meta device; ``channels_last_input=False`` feeds it an NCHW input
+    (calibration samples of ops that read NCHW memory).
     """
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    packed = side == "packed"
-    model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
-    if not packed:  # the same net with binarization off, as the fp32 baseline
+    if side == "packed":
+        from sofar_cost.engine import pack_model  # numba: load on demand
+
+        count = sum(p.numel() for p in model.parameters())
+        if count > MAX_PACKED_PARAMETERS:
+            raise TooLargeToPack(f"no packed latency for a model of {count:,} weights: the "
+                                 f"prediction packs and runs it once, which allows up to "
+                                 f"{MAX_PACKED_PARAMETERS:,}")
+
+        packed = pack_model(_materialized(model))
+        x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0))
+        return packed_ops(packed, x)
+    with torch.device("meta"):
+        model = copy.deepcopy(model).to("meta").eval().to(memory_format=torch.channels_last)
         set_binarization(model, False)
-    names = {id(m): n or "(model)" for n, m in model.named_modules()}
-    parents = {id(child): m for m in model.modules() for child in m.children()}
-    recorder = _OpRecorder()
-
-    def enter(module: nn.Module, _inputs: Any) -> None:
-        recorder.stack.append(module)
-        recorder.module_calls.append(module)
-
-    def leave(module: nn.Module, _inputs: Any, output: Any) -> Any:
-        recorder.stack.pop()
-        if packed and isinstance(output, torch.Tensor) and _packed_output(module):
-            return torch.empty(output.shape, device=output.device)  # the kernel writes NCHW
-        return None
-
-    device = next((p.device for p in model.parameters()), torch.device("meta"))
-    pre = nn.modules.module.register_module_forward_pre_hook(enter)
-    post = nn.modules.module.register_module_forward_hook(leave)
-    try:
-        x = torch.zeros(input_shape, device=device)
-        if x.dim() == 4 and channels_last_input:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), recorder:
-            model(x)
-    finally:
-        pre.remove()
-        post.remove()
-    ops: list[Op] = []
-    for module in recorder.module_calls:
-        if not (packed and _fused_bn(module, parents.get(id(module)))):
-            ops.append(Op(names.get(id(module), type(module).__name__), "module_call", ()))
-    for name, stack, args, out in recorder.calls:
-        module = stack[-1] if stack else model
-        layer = names.get(id(module), type(module).__name__)
-        owner = next((m for m in reversed(stack) if is_binary_layer(m)), None) if packed else None
-        if owner is not None:
-            _check_packable(owner, names.get(id(owner), layer))
-            if name == "convolution":  # sign / weight scale around it: folded away
-                parent = parents.get(id(owner))
-                unit = type(parent) is BinaryConvUnit and parent.shortcut is not None
-                owner_name = names.get(id(owner), layer)
-                if not (_nchw(args[0]) or _channels_last(args[0])):
-                    ops.append(_copy_op(owner_name, args[0]))
-                ops.append(_binary_conv(owner_name, args, out, unit))
-            continue
-        if packed and _fused_bn(module, parents.get(id(module))):
-            continue
-        if packed and name == "add" and _packed_output(module):
-            if not _nchw(args[1]):  # the residual, made NCHW for the fused affine pass
-                ops.append(_copy_op(layer, args[1]))
-            continue  # the shortcut add itself is fused into the packed conv's affine pass
-        if name == "convolution" and args[0].dim() == 4 and not _channels_last(args[0]):
-            ops.append(_copy_op(layer, args[0]))  # torch converts its input to channels-last
-        op = _torch_op(layer, name, args, out)
-        if op is not None:
-            ops.append(op)
-    return ops
+        x = torch.zeros(input_shape)
+    if x.dim() == 4 and channels_last_input:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return _run_recorded(model, x, packed=False)
