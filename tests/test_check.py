@@ -39,6 +39,7 @@ def write(tmp_path: Path, text: str, name: str = "model.toml") -> Path:
     return path
 
 
+@pytest.mark.slow  # every config of the repository; `nox -s check` runs the same command
 def test_repository_configs_pass() -> None:
     code, report = check_json(str(REPO / "configs"))
     assert code == 0, report

@@ -51,6 +51,7 @@ def test_compare_width_and_count_options() -> None:
     assert rows[0]["fp_other_ops"] > 0
 
 
+@pytest.mark.slow  # traces every row of a table
 @pytest.mark.parametrize("table", ["imagenet", "cifar100"])
 def test_table_reproduces_every_consistent_row(table: str) -> None:
     rows = json.loads(run("table", table, "--format", "json"))
@@ -107,6 +108,7 @@ def test_solve_json_contract() -> None:
     assert "width = 41" in table and "width 42" in table and "baseline bireal18" in table
 
 
+@pytest.mark.slow  # solves several fractal depths
 def test_solve_a_whole_family_by_columns() -> None:
     rows = json.loads(run("solve", "rf-c4d8", "--match", "bireal18", "--columns", "3..5", "-f",
                           "json"))  # fmt: skip
@@ -120,6 +122,7 @@ def test_solve_a_whole_family_by_columns() -> None:
                                                     "--columns", "2", code=2)  # fmt: skip
 
 
+@pytest.mark.slow  # traces a deep DenseNet at many widths
 def test_solve_reports_the_paper_width_beside_ours_for_drf() -> None:
     out = json.loads(run("solve", "drf-c2d2", "--match", "bdn51", "-f", "json"))
     assert out["paper_width"] == 53 and out["width"] > 53

@@ -220,6 +220,7 @@ def tiny_net(width: int) -> nn.Module:
                          BinaryConvUnit(width, width))
 
 
+@pytest.mark.slow  # solves twice, packing each width
 def test_solve_on_latency_is_deterministic_and_tight_on_a_small_net(calibration):
     costs = [WidthCosts(tiny_net, (1, 3, 8, 8), calibration=calibration) for _ in range(2)]
     budget = costs[0].metric(20, "latency")

@@ -11,6 +11,7 @@ from sofar_cost.errors import SofarError
 from sofar_cost.models import ALIASES, PRESETS, create_model, list_models, resolve
 from sofar_cost.models.fractal_resnet import FractalBlock, fractal_depth
 from sofar_cost.models.layers import BinaryConvUnit
+from sofar_cost.models.registry import natural_key
 
 REQUIRED = [
     "bireal18", "bireal34", "binarydensenet28", "binarydensenet37", "binarydensenet45",
@@ -27,7 +28,7 @@ LARQ_ZOO = [
 
 
 def test_every_required_name_is_a_preset() -> None:
-    assert sorted(REQUIRED + LARQ_ZOO) == list_models()
+    assert sorted(REQUIRED + LARQ_ZOO, key=natural_key) == list_models()
     assert ALIASES == {
         "rf-c3d4": "rf-c3d4-21",
         "rf-c4d8": "rf-c4d8-37",
@@ -61,7 +62,7 @@ def test_models_train_on_cifar(name: str) -> None:
 
 def test_wildcards_and_aliases() -> None:
     assert list_models("rf-*") == ["rf-c3d4-21", "rf-c3d4-41", "rf-c4d8-37", "rf-c4d8-77",
-                                   "rf-c5d16-149", "rf-c5d16-69"]  # fmt: skip
+                                   "rf-c5d16-69", "rf-c5d16-149"]  # natural order  # fmt: skip
     assert resolve("rf-c4d8").name == "rf-c4d8-37"
     assert resolve("DRF-C2D2").name == "drf-c2d2-51"
 

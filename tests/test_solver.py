@@ -66,6 +66,7 @@ def test_solved_width_is_a_boundary() -> None:
     assert costs.params_mbit(41) <= budget < costs.params_mbit(42)
 
 
+@pytest.mark.slow  # traces many ImageNet widths
 def test_flops_and_both_and_multiple_of() -> None:
     flops_width = solve("rf-c4d8-37", "bireal18", "imagenet", on="flops")
     assert flops_width > 41  # Flops are not what the paper matched: RF nets have spare Flops
