@@ -131,6 +131,7 @@ def test_solve_reports_the_paper_width_beside_ours_for_drf() -> None:
     assert "the paper uses width 53" in text
 
 
+@pytest.mark.slow  # renders and writes both figure formats
 def test_plot_command(tmp_path) -> None:
     out = run("plot", "accuracy-vs-params", "-d", "cifar100", "--out", str(tmp_path / "p.png"))
     assert (tmp_path / "p.png").exists() and (tmp_path / "p.svg").exists()

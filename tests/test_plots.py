@@ -23,6 +23,7 @@ def test_pareto_front_edge_cases():
     assert pareto_front([1.0, 1.0], [3.0, 3.0]) == [0]  # duplicates count once
 
 
+@pytest.mark.slow  # costs every Table 1 model
 def test_imagenet_points_cover_table1_at_computed_flops():
     points = accuracy_points("flops", "imagenet")
     table1 = load_published("sofar", "imagenet")
