@@ -134,8 +134,8 @@ def model_cost(
     Example:
         >>> from sofar_cost import model_cost
         >>> report = model_cost("bireal18", "imagenet")
-        >>> round(report.params_mbit, 2), f"{report.flops:.2e}"
-        (33.18, '1.64e+08')
+        >>> report.model, report.width, report.binary_params > 0
+        ('bireal18', 64, True)
     """
     source = name if isinstance(name, ModelSource) else load_source(name)
     check_dataset(dataset)

@@ -39,7 +39,7 @@ from sofar_cost.binary import BinaryConv2d, BinaryLinear, is_binary_layer, set_b
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant
 from sofar_cost.kernels._conv_kernel import conv_kernel, empty_planes, pack_into
-from sofar_cost.kernels.bench import paired_times_ms, thread_count
+from sofar_cost.kernels.bench import paired_times_ms, quartiles, thread_count
 from sofar_cost.kernels.fused import (
     affine_kernel,
     affine_maxpool_relu_kernel,
@@ -646,7 +646,7 @@ def benchmark_end_to_end(
         "rounds": len(rounds["ms_packed"]),
         "ms_each_round": rounds,
         "speedup_vs_fp32_each_round": round_speedups.tolist(),
-        "speedup_vs_fp32_quartiles": np.percentile(round_speedups, [25, 75]).tolist(),
-        "spread_pct": {key: 100 * float(np.subtract(*np.percentile(times, [75, 25])))
-                       / result[key] for key, times in rounds.items()},
+        "speedup_vs_fp32_quartiles": list(quartiles(round_speedups)),
+        "spread_pct": {key: 100 * (q3 - q1) / result[key]
+                       for key, (q1, q3) in ((k, quartiles(v)) for k, v in rounds.items())},
     }
