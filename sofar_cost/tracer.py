@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from sofar_cost.binary import has_binary_input, is_binary_layer
 from sofar_cost.counting import (
@@ -218,7 +218,7 @@ class _CostMode(TorchDispatchMode):
         self.live_bytes -= nbytes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        out = func(*args, **(kwargs or {}))
+        out = _run_meta_op(func, args, kwargs or {})
         module = self.stack[-1] if self.stack else None
         self._count(func, module, args, out)
         self._audit(func, module, args, out)
@@ -241,7 +241,7 @@ class _CostMode(TorchDispatchMode):
         if packet.__name__ in SIGN_OPS:
             self.seen_sign = True
             _mark_from_sign(out)
-        elif self.seen_sign and any(_from_sign(t) for t in tree_flatten(args)[0]):
+        elif self.seen_sign and any(_from_sign(t) for t in _tensors(args)):
             _mark_from_sign(out)
 
     def _in_binary_layer(self) -> bool:
@@ -249,9 +249,9 @@ class _CostMode(TorchDispatchMode):
 
     def _track_outputs(self, args: Any, out: Any) -> None:
         """Track each output whose storage is new: not a view, not an input written in place."""
-        known = {t.untyped_storage()._cdata for t in tree_flatten(args)[0] if _is_tensor(t)}
-        for tensor in tree_flatten(out)[0]:
-            if not _is_tensor(tensor) or tensor._is_view():
+        known = {t.untyped_storage()._cdata for t in _tensors(args)}
+        for tensor in _tensors(out):
+            if tensor._is_view():
                 continue
             key = tensor.untyped_storage()._cdata
             if key not in known:
@@ -278,8 +278,95 @@ class _CostMode(TorchDispatchMode):
             layer.fp_macs += count
 
 
-def _is_tensor(value: Any) -> bool:
-    return isinstance(value, torch.Tensor)
+_CONVOLUTION = torch.ops.aten.convolution.default
+
+
+def _run_meta_op(func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+    """Run one op; on meta tensors, get its output without torch's Python meta functions.
+
+    Why: many of torch's meta functions are Python references that import sympy and its
+    symbolic-shape machinery on first use (~0.6 s, a third of ``compare``'s start-up) and are
+    slow besides. Instead, a plain convolution's output shape is computed here, and any other
+    functional op runs on CPU over zero-stride stand-ins of its meta inputs (C++ kernels, no
+    sympy; element-wise work on one activation), and the result goes back to meta. Views,
+    in-place, value-dependent and random ops and anything unusual run as torch runs them, so
+    aliasing (which the activation-memory count follows), the random state and torch's own
+    error messages are unchanged.
+    """
+    tensors = list(_tensors((args, kwargs)))
+    if not tensors or not all(t.is_meta for t in tensors) or not _functional(func):
+        return func(*args, **kwargs)
+    if func is _CONVOLUTION:
+        out = _meta_convolution(args)
+        return func(*args, **kwargs) if out is None else out
+    try:
+        out = func(*_on_cpu(args), **_on_cpu(kwargs))
+    except Exception:  # let torch's meta function raise its own error, or succeed
+        return func(*args, **kwargs)
+    return _map_tensors(lambda t: torch.empty_like(t, device="meta"), out)
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """The tensors in an op's arguments (nested in tuples, lists and dicts)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+def _map_tensors(fn: Callable[[torch.Tensor], Any], value: Any) -> Any:
+    """``value`` with ``fn`` applied to each tensor in it (a lighter ``tree_map``)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_tensors(fn, item) for item in value)
+    if isinstance(value, dict):
+        return {key: _map_tensors(fn, item) for key, item in value.items()}
+    return value
+
+
+def _on_cpu(value: Any) -> Any:
+    """Meta tensors replaced by zero-stride CPU zeros of the same shape and dtype."""
+    return _map_tensors(lambda t: torch.zeros((), dtype=t.dtype).expand(t.shape), value)
+
+
+# Ops whose output depends on the values (or draws random numbers): zeros would mislead.
+_VALUE_TAGS = {torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape,
+               torch.Tag.nondeterministic_seeded}
+
+
+def _functional(func: Any) -> bool:
+    """An op that writes no input, returns fresh tensors (no views, no ``out=``) and whose
+    output shape and dtype do not depend on the input's values."""
+    schema = getattr(func, "_schema", None)
+    return (
+        schema is not None
+        and not schema.is_mutable
+        and all(ret.alias_info is None for ret in schema.returns)
+        and not _VALUE_TAGS.intersection(getattr(func, "tags", ()))
+    )
+
+
+def _meta_convolution(args: Any) -> torch.Tensor | None:
+    """A plain convolution's output on meta, or None (transposed, mismatched, empty output)."""
+    x, weight, _bias, stride, padding, dilation, transposed, _out_pad, groups = args
+    if transposed or x.dim() != weight.dim() or x.dim() < 3 or len(stride) != x.dim() - 2:
+        return None
+    if weight.shape[1] * groups != x.shape[1]:
+        return None
+    spatial = [
+        (size + 2 * pad - dil * (k - 1) - 1) // step + 1
+        for size, k, step, pad, dil in zip(
+            x.shape[2:], weight.shape[2:], stride, padding, dilation, strict=True
+        )
+    ]
+    if min(spatial) < 1:
+        return None
+    return torch.empty((x.shape[0], weight.shape[0], *spatial), dtype=x.dtype, device="meta")
 
 
 # Which argument of a matrix op is the activation (addmm's first is the bias).
@@ -293,9 +380,8 @@ def _from_sign(value: Any) -> bool:
 def _mark_from_sign(out: Any) -> None:
     """Tag outputs derived from sign(); the tag follows element-wise and view ops downstream
     (so ``x + (sign(x) - x).detach()`` is seen) and stops at the next conv/matmul."""
-    for tensor in tree_flatten(out)[0]:
-        if _is_tensor(tensor):
-            tensor._sofar_from_sign = True
+    for tensor in _tensors(out):
+        tensor._sofar_from_sign = True
 
 
 def _costs(layer: LayerCost) -> bool:

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import platform
-import subprocess
-import sys
-from pathlib import Path
 
-import llvmlite.binding as llvm
 import numpy as np
 import pytest
 import torch
@@ -34,6 +29,9 @@ from sofar_cost.kernels.bench import (
 )
 from sofar_cost.kernels.popcount import VARIANTS, _xor_popcount_sum, weight_lanes
 from sofar_cost.kernels.targets import KERNELS, kernel_env
+
+import background
+from background import HASWELL, X86_VARIANTS
 
 
 def sign(t: torch.Tensor) -> torch.Tensor:
@@ -227,56 +225,20 @@ def test_best_of_rounds_keeps_each_sides_best_and_recomputes_rates() -> None:
     assert best["rounds"] == 2
 
 
-# Enough of Haswell's features for Numba to compile for it: AVX2 and scalar popcnt only.
-HASWELL = "+avx,+avx2,+popcnt,+sse4.2,+fma,+bmi,+bmi2,+cx16,+lzcnt,+movbe,+f16c"
-# Sandy Bridge: AVX without AVX2, so scalar popcnt.
-SANDYBRIDGE = "+avx,+popcnt,+sse4.2,+cx16"
-VARIANT_CHECK = """
-import sys
-import numpy as np, torch
-from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant
-from sofar_cost.kernels._conv_kernel import conv_kernel
-assert kernel_variant() == sys.argv[1], kernel_variant()
-for n, cin, cout, size, k, stride, pad in [(2, 70, 13, 9, 3, 2, 1), (1, 20, 6, 40, 3, 1, 1),
-                                           (1, 130, 9, 11, 7, 1, 3), (1, 200, 5, 6, 1, 1, 0)]:
-    x, w = torch.randn(n, cin, size, size), torch.randn(cout, cin, k, k)
-    x[0, :, 0, 0] = 1.0  # all-ones words: the largest byte counts
-    w[0] = 1.0
-    sx, sw = torch.where(x >= 0, 1.0, -1.0), torch.where(w >= 0, 1.0, -1.0)
-    ref = torch.nn.functional.conv2d(sx, sw, stride=stride, padding=pad).numpy()
-    np.testing.assert_array_equal(PackedBinaryConv2d.from_weight(w, stride, pad)(x), ref)
-asm = "".join(conv_kernel.inspect_asm().values())  # compiled just now: fresh cache
-assert "zmm" not in asm and "vpopcnt" not in asm, "AVX-512 code in a non-AVX-512 build"
-assert ("vpshufb" in asm) == (sys.argv[1] == "avx2-carry-save")
-"""
-
-
-def _host_has(features: str) -> bool:
-    host = set(llvm.get_host_cpu_features().flatten().replace("+", "").split(","))
-    return set(features.replace("+", "").split(",")) <= host
-
-
-X86_VARIANTS = [("haswell", HASWELL, "avx2-carry-save"),
-                ("sandybridge", SANDYBRIDGE, "scalar-popcnt")]
+def x86_variants_runnable() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64") and background.host_has(HASWELL)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64")
-                    or not _host_has(HASWELL), reason="needs an x86-64 CPU with AVX2")
-def test_x86_variants_match_torch(tmp_path: Path) -> None:
+@pytest.mark.skipif(not x86_variants_runnable(), reason="needs an x86-64 CPU with AVX2")
+def test_x86_variants_match_torch() -> None:
     """The variants for CPUs without vector popcount, compiled for Haswell (AVX2) and Sandy
-    Bridge (no AVX2) in subprocesses with their own Numba caches, so that machines with
+    Bridge (no AVX2) in subprocesses with their own fresh Numba caches, so that machines with
     AVX-512 test them too: exact against torch on 3x3, 7x7 (49 taps: two carry-save trees)
-    and 1x1 layers, and no AVX-512 instruction in the generated code. The caches are fresh
-    every run (the check reads the machine code of this compile), so the two compiles run
-    side by side."""
-    runs = {}
-    for cpu, features, variant in X86_VARIANTS:
-        env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features,
-                   NUMBA_CACHE_DIR=str(tmp_path / cpu))
-        runs[variant] = subprocess.Popen([sys.executable, "-c", VARIANT_CHECK, variant], env=env,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True)
-    for variant, run in runs.items():
-        _, stderr = run.communicate(timeout=600)
-        assert run.returncode == 0, f"{variant}: {stderr[-2000:]}"
+    and 1x1 layers, and no AVX-512 instruction in the generated code. ``conftest.py`` starts
+    them when the tests are collected (``background.start_x86_variant_checks``), so their
+    compiles overlap the other tests."""
+    background.start_x86_variant_checks()  # no-op when the collection started them
+    for _, _, variant in X86_VARIANTS:
+        code, stderr = background.outcome(f"x86 {variant}")
+        assert code == 0, f"{variant}: {stderr[-2000:]}"

@@ -11,6 +11,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
+from sofar_cost import tracer
 from sofar_cost.binary import BinaryConv2d, register_binary_layer, set_binarization, sign
 from sofar_cost.counting import CountOptions
 from sofar_cost.models import create_model
@@ -189,6 +190,7 @@ from sofar_cost.counting import CountOptions
 from sofar_cost.tracer import _CostMode
 first = model_cost("rf-c4d8", "cifar100")
 assert "torch._dynamo" not in sys.modules, "a trace imported torch._dynamo"
+assert "sympy" not in sys.modules, "a trace imported sympy (torch's Python meta functions)"
 import torch._dynamo  # once loaded (torch.compile in use), torch's real disabler takes over
 again = model_cost("rf-c4d8", "cifar100", options=CountOptions(pooling=True))  # not cached
 assert (again.fp_macs, again.binary_macs) == (first.fp_macs, first.binary_macs)
@@ -200,7 +202,23 @@ assert raw.__dynamo_disable.__module__.startswith("torch._dynamo"), raw.__dynamo
 @pytest.mark.slow  # a fresh Python process importing torch
 def test_trace_does_not_import_dynamo() -> None:
     """``compare``'s start-up: a fresh process traces without the ~2 s ``torch._dynamo`` import
-    (see sofar_cost.dynamo_free), and hands over to torch's disabler once dynamo is loaded."""
+    (see sofar_cost.dynamo_free) or sympy (tracer._run_meta_op), and hands over to torch's
+    disabler once dynamo is loaded."""
     run = subprocess.run([sys.executable, "-c", NO_DYNAMO_CHECK], capture_output=True, text=True,
                          timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["bireal18", "binarydensenet28", "quicknet-small", "drf-c2d2"])
+def test_meta_ops_run_as_torchs_own_meta_functions(name: str, monkeypatch) -> None:
+    """On meta, ops run over zero-stride CPU stand-ins (tracer._run_meta_op): every count and
+    output shape equals a trace through torch's own meta functions, and so does the activation
+    peak, but for eval BatchNorm's two empty statistics outputs, which torch's Python meta
+    function sizes per channel (its CPU kernel, as here, leaves them empty)."""
+    with torch.device("meta"):
+        model = create_model(name, "imagenet", 8)
+    ours = trace(model, (1, 3, 64, 64))
+    monkeypatch.setattr(tracer, "_run_meta_op", lambda func, args, kwargs: func(*args, **kwargs))
+    torchs = trace(model, (1, 3, 64, 64))
+    assert ours.layer_rows() == torchs.layer_rows()
+    assert ours.peak_activation_bytes == pytest.approx(torchs.peak_activation_bytes, rel=1e-2)
