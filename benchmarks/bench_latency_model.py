@@ -35,7 +35,14 @@ from sofar_cost.engine import pack_model
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels.bench import thread_count
 from sofar_cost.latency import calibrate, load_calibration, predict_model, read_calibration
-from sofar_cost.latency.calibration import cpu_name, interleaved_ms
+from sofar_cost.latency.calibration import (
+    Calibration,
+    cpu_name,
+    interleaved_ms,
+    network_samples,
+    runnable_sample,
+)
+from sofar_cost.latency.ops import SIDES
 from sofar_cost.models import PRESETS, create_model, list_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,17 +57,44 @@ def imagenet_presets() -> list[str]:
     return [name for name in list_models() if "imagenet" in PRESETS[name].widths]
 
 
-def measure(name: str, threads: int, rounds: int) -> dict[str, float]:
-    """Packed and torch fp32 (channels-last) ms of one image, timed in interleaved rounds."""
+class Probe:
+    """The machine's speed now against during calibration: the calibration's first whole-network
+    sample pair (packed and torch fp32), timed in the same interleaved rounds as each preset.
+
+    Why: these VMs drift by up to 1.8x within seconds to minutes, and a preset measured minutes
+    after the calibration may meet another speed. A probe timed with it says by how much (its
+    ms now / its ms in the calibration), so the report gives each error both raw and with the
+    measured time divided by that factor."""
+
+    def __init__(self, cal: Calibration) -> None:
+        samples = {s.side: s for s in network_samples()[:2]}
+        at_calibration = {r["label"]: r["ms"] for r in cal.samples}
+        self.reference = {side: at_calibration.get(s.label) for side, s in samples.items()}
+        with torch.inference_mode():
+            self.runs = [runnable_sample(samples[side]) for side in SIDES]
+
+    def factors(self, probe_ms: list[float]) -> dict[str, float]:
+        """Per side: probe ms now / at calibration (1 if the calibration has no probe)."""
+        return {side: ms / self.reference[side] if self.reference[side] else 1.0
+                for side, ms in zip(SIDES, probe_ms, strict=True)}
+
+
+def measure(name: str, threads: int, rounds: int, probe: Probe) -> dict[str, float]:
+    """Packed and torch fp32 (channels-last) ms of one image, timed in interleaved rounds with
+    the probe; ``speed_factor_*``: the probe's ms now / at calibration."""
     model = create_model(name, "imagenet").eval()
     packed = pack_model(model)
     fp32 = set_binarization(copy.deepcopy(model), False).to(memory_format=torch.channels_last)
     x = torch.randn(input_shape("imagenet"), generator=torch.manual_seed(0))
     x_cl = x.contiguous(memory_format=torch.channels_last)
     with thread_count(threads), torch.inference_mode():
-        ms_packed, ms_fp32 = interleaved_ms([lambda: packed(x), lambda: fp32(x_cl)],
-                                            0.0, threads, most=rounds, least=rounds)
-    return {"ms_packed": ms_packed, "ms_torch_fp32": ms_fp32}
+        ms_packed, ms_fp32, *probe_ms = interleaved_ms(
+            [lambda: packed(x), lambda: fp32(x_cl), *probe.runs], 0.0, threads,
+            most=rounds, least=rounds)
+    factor = probe.factors(probe_ms)
+    return {"ms_packed": ms_packed, "ms_torch_fp32": ms_fp32,
+            "speed_factor_packed": factor["packed"],
+            "speed_factor_torch_fp32": factor["torch_fp32"]}
 
 
 def stats(predicted: list[float], measured: list[float]) -> dict[str, float]:
@@ -71,12 +105,18 @@ def stats(predicted: list[float], measured: list[float]) -> dict[str, float]:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per side: r and errors against the measured ms, and (``speed_corrected``) against the
+    measured ms divided by the probe's speed factor (:class:`Probe`)."""
     summary = {}
     for side in ("packed", "torch_fp32"):
         measured = [r[f"ms_{side}"] for r in rows]
-        summary[side] = {**stats([r[f"ms_{side}_predicted"] for r in rows], measured),
+        predicted = [r[f"ms_{side}_predicted"] for r in rows]
+        summary[side] = {**stats(predicted, measured),
                          "flops_pearson_r": stats([r["flops"] for r in rows], measured)[
                              "pearson_r"]}
+        if all(f"speed_factor_{side}" in r for r in rows):
+            corrected = [r[f"ms_{side}"] / r[f"speed_factor_{side}"] for r in rows]
+            summary[side]["speed_corrected"] = stats(predicted, corrected)
     return summary
 
 
@@ -116,6 +156,18 @@ def markdown(result: dict[str, Any]) -> str:
         q = s[side]
         lines.append(f"| {side} | {q['pearson_r']:.3f} | {q['median_abs_pct_error']:.1f}% | "
                      f"{q['max_abs_pct_error']:.1f}% | {q['flops_pearson_r']:.3f} |")
+    if all("speed_corrected" in s[side] for side in ("packed", "torch_fp32")):
+        factors = [r[f"speed_factor_{side}"] for r in rows for side in ("packed", "torch_fp32")]
+        lines += ["", "The same, with each measured time divided by the machine's speed factor "
+                  "when it was measured: a probe (the calibration's first whole network, both "
+                  "sides) timed in the same interleaved rounds, its ms then / its ms in the "
+                  f"calibration (factors here {min(factors):.2f}-{max(factors):.2f}; 1 = the "
+                  "calibration's speed):", "",
+                  "| side | Pearson r | median abs error | max abs error |", "|---|---:|---:|---:|"]
+        lines += [f"| {side} | {q['pearson_r']:.3f} | {q['median_abs_pct_error']:.1f}% | "
+                  f"{q['max_abs_pct_error']:.1f}% |"
+                  for side, q in ((side, s[side]["speed_corrected"])
+                                  for side in ("packed", "torch_fp32"))]
     ref = result.get("reference")
     if ref:
         lines += ["", f"The same predictions against the {ref['models']} presets' latencies "
@@ -129,8 +181,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         "| model | Flops | packed measured ms | packed predicted ms | error | fp32 measured ms | "
-        "fp32 predicted ms | error | word efficiency |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "fp32 predicted ms | error | word efficiency | speed factor packed, fp32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         error = {side: 100 * (r[f"ms_{side}_predicted"] / r[f"ms_{side}"] - 1)
@@ -139,7 +191,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['model']} | {r['flops']:.3e} | {r['ms_packed']:.2f} | "
             f"{r['ms_packed_predicted']:.2f} | {error['packed']:+.1f}% | "
             f"{r['ms_torch_fp32']:.2f} | {r['ms_torch_fp32_predicted']:.2f} | "
-            f"{error['torch_fp32']:+.1f}% | {r['word_efficiency']:.2f} |")
+            f"{error['torch_fp32']:+.1f}% | {r['word_efficiency']:.2f} | "
+            f"{r.get('speed_factor_packed', float('nan')):.2f}, "
+            f"{r.get('speed_factor_torch_fp32', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -218,6 +272,7 @@ def main() -> None:
         print(f"calibrated in {cal.info['wall_s']:.0f} s -> {cal.path}", flush=True)
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    probe = Probe(cal)
     with Progress(transient=True) as bar:
         task = bar.add_task("measuring", total=len(models))
         for name in models:
@@ -225,7 +280,7 @@ def main() -> None:
             try:
                 prediction = predict_model(name, "imagenet", None, cal)
                 row = {"model": name, "flops": model_cost(name, "imagenet").flops,
-                       **measure(name, args.threads, rounds), **prediction.summary()}
+                       **measure(name, args.threads, rounds, probe), **prediction.summary()}
             except SofarError as error:  # a layer the packed engine does not run
                 skipped.append({"model": name, "reason": str(error)})
                 bar.console.print(f"{name:18s} skipped: {error}")

@@ -24,6 +24,8 @@ from sofar_cost.latency import (
 from sofar_cost.latency.calibration import (
     FIT_ORDER,
     fit,
+    fit_network,
+    network_samples,
     nonnegative_lstsq,
     sample_ops,
     samples,
@@ -131,7 +133,13 @@ def test_prediction_sums_its_layers_and_is_deterministic(calibration):
     assert predict_model("bireal34", "imagenet", None, calibration).ms_packed > first.ms_packed
 
 
+NETWORK = {"packed_scale": 1.3, "packed_per_op": 2e-3, "torch_fp32_scale": 1.1,
+           "torch_fp32_per_op": 1e-3}
+
+
 def fitted_rows(grid):
+    """Rows timed by made-up coefficients, fitted (the per-kind grid; networks: below)."""
+    grid = [s for s in grid if s.kind != "network"]
     truth = Calibration({}, synthetic(1))
     rows = [{"label": s.label, "kind": s.kind, "ms": sum(truth.op_ms(op) for op in sample_ops(s))}
             for s in grid]
@@ -145,6 +153,18 @@ def test_fit_recovers_known_coefficients_one_sample_per_kind():
         first.setdefault(s.kind, s)
     for r in fitted_rows(list(first.values())):
         assert r["predicted_ms"] == pytest.approx(r["ms"], rel=1e-6)
+
+
+def test_network_fit_recovers_scale_and_cost_per_op():
+    """Whole networks cost ``scale * sum(op alone) + per_op * ops`` per side."""
+    truth = Calibration({}, {**synthetic(1), "network": NETWORK})
+    nets = [s for s in network_samples() if s.label.split()[1] in ("bireal18", "quicknet-small")]
+    ops_of = {s.label: sample_ops(s) for s in nets}
+    side_of = {s.label: s.side for s in nets}
+    rows = [{"label": s.label, "kind": s.kind,
+             "ms": sum(truth.network_op_ms(op, s.side) for op in ops_of[s.label])} for s in nets]
+    known = Calibration({}, synthetic(1))
+    assert fit_network(known, rows, ops_of, side_of) == pytest.approx(NETWORK, rel=1e-6)
 
 
 @pytest.mark.slow
@@ -199,6 +219,9 @@ def test_missing_or_negative_coefficients_are_refused(tmp_path):
         read_calibration(write(tmp_path / "b.json", coefficients=coefficients))
     with pytest.raises(SofarError, match="format version"):
         read_calibration(write(tmp_path / "c.json", format_version=99))
+    coefficients = {**synthetic(), "network": {**NETWORK, "packed_scale": float("nan")}}
+    with pytest.raises(SofarError, match="'network' coefficients must be non-negative"):
+        read_calibration(write(tmp_path / "d.json", coefficients=coefficients))
     with pytest.raises(SofarError, match="no such calibration file"):
         read_calibration(tmp_path / "missing.json")
 
@@ -241,3 +264,10 @@ def test_latency_solve_needs_a_calibration():
     costs = WidthCosts.for_model("rf-c3d4-21", "imagenet")
     with pytest.raises(SofarError, match="needs a calibration"):
         costs.metric(8, "latency")
+
+
+def test_a_calibration_without_network_coefficients_adds_ops_alone(calibration):
+    op = engine_ops(meta_model("bireal18", 8), (1, 3, 64, 64), "torch_fp32")[0]
+    assert calibration.network_op_ms(op, "packed") == calibration.op_ms(op)
+    scaled = Calibration(calibration.key, {**calibration.coefficients, "network": NETWORK})
+    assert scaled.network_op_ms(op, "packed") == pytest.approx(1.3 * calibration.op_ms(op) + 2e-3)

@@ -36,15 +36,19 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from sofar_cost import __version__
-from sofar_cost.binary import BinaryLinear
+from sofar_cost.binary import BinaryLinear, set_binarization
 from sofar_cost.errors import SofarError
-from sofar_cost.latency.ops import FEATURES, Op, engine_ops, packed_ops
+from sofar_cost.latency.ops import FEATURES, SIDES, Op, engine_ops, packed_ops
 from sofar_cost.models.densenet import DenseLayer, Transition
 from sofar_cost.models.layers import BinaryConvUnit, Join
 from sofar_cost.results import CalibrationRun
 
 FORMAT = "sofar-cost-latency-calibration"
 FORMAT_VERSION = 1
+# Whole networks of the calibration (network_samples): one per family, unusual widths.
+NETWORKS = (("bireal18", 40), ("binarydensenet28", 40), ("rf-c3d4-21", 32),
+            ("drf-c2d2-51", 32), ("quicknet-small", 24))
+NETWORK_SIZE = 192
 COLD_BYTES = 64 << 20  # more than the last-level cache of the CPUs this runs on
 KEY_FIELDS = ("cpu", "kernel_variant", "threads", "package_version")
 # Kinds are fitted in this order; a sample's ops of kinds fitted earlier are subtracted first.
@@ -100,9 +104,17 @@ class Calibration:
     path: Path | None = None
 
     def op_ms(self, op: Op) -> float:
+        """The op alone, as its kind's samples were timed."""
         coef = self.coefficients[op.kind]
         return coef["per_call"] + sum(coef[f] * w for f, w in zip(FEATURES[op.kind], op.work,
                                                                  strict=True))
+
+    def network_op_ms(self, op: Op, side: str) -> float:
+        """The op inside a whole network on ``side``: ``scale * op_ms + per_op`` (the
+        ``network`` coefficients; 1 and 0 in a calibration without them). See
+        :func:`fit_network`."""
+        net = self.coefficients.get("network", {})
+        return net.get(f"{side}_scale", 1.0) * self.op_ms(op) + net.get(f"{side}_per_op", 0.0)
 
     def summary(self) -> CalibrationRun:
         """What ``sofar-cost calibrate`` prints: per kind, its samples and how well it fits."""
@@ -110,7 +122,8 @@ class Calibration:
         for kind, coef in self.coefficients.items():
             rows = [r for r in self.samples if r["kind"] == kind and "predicted_ms" in r]
             errors = [abs(r["predicted_ms"] / r["ms"] - 1) for r in rows]
-            kinds.append({"kind": kind, "samples": len(rows), "per_call_us": 1e3 * coef["per_call"],
+            per_call = coef.get("per_call", coef.get("packed_per_op"))  # network: per op
+            kinds.append({"kind": kind, "samples": len(rows), "per_call_us": 1e3 * per_call,
                           "median_abs_pct_error": 100 * float(np.median(errors)) if errors
                           else None})
         return CalibrationRun(str(self.path), self.key, float(self.info.get("wall_s", 0.0)), kinds)
@@ -286,7 +299,23 @@ def samples() -> list[Sample]:
             for n in (2, 4) for c, h in sizes[:5]]
     out += [Sample(f"global mean {c}x7x7", "mean", lambda: nn.AdaptiveAvgPool2d(1), (1, c, 7, 7))
             for c in (256, 512, 1024)]
-    return out
+    return out + network_samples()
+
+
+def network_samples() -> list[Sample]:
+    """Whole networks (kind ``network``), packed and torch fp32 timed in pairs: what single ops
+    timed in a loop miss inside a net (Python between the ops, caches that other layers have
+    used). They are presets at widths and an input size no preset is benchmarked at
+    (``benchmarks/bench_latency_model.py`` measures the paper widths at 224x224)."""
+    from sofar_cost.models import create_model  # the registry: load on demand
+
+    def build(name: str, width: int, side: str) -> nn.Module:
+        return set_binarization(create_model(name, "imagenet", width), side == "packed")
+
+    return [Sample(f"network {name} width {width} {NETWORK_SIZE}px {side}", "network",
+                   lambda name=name, width=width, side=side: build(name, width, side),
+                   (1, 3, NETWORK_SIZE, NETWORK_SIZE), side, pair=f"network {name} width {width}")
+            for name, width in NETWORKS for side in SIDES]
 
 
 def _fp_conv_of(unit: nn.Module) -> nn.Module:
@@ -335,7 +364,7 @@ def _packed_sample(sample: Sample) -> tuple[nn.Module, torch.Tensor]:
     return packed, x
 
 
-def _runnable(sample: Sample) -> Callable[[], object]:
+def runnable_sample(sample: Sample) -> Callable[[], object]:
     """The sample as the engine runs it: packed (eval, BN folded) or channels-last torch."""
     if sample.side == "packed":
         module, x = _packed_sample(sample)
@@ -411,7 +440,7 @@ def measure(all_samples: list[Sample], threads: int, progress: bool,
         task = bar.add_task("", total=len(all_samples))
         for group in groups:
             bar.update(task, description=group[0].label)
-            times = interleaved_ms([_runnable(s) for s in group], budget_s * len(group),
+            times = interleaved_ms([runnable_sample(s) for s in group], budget_s * len(group),
                                    threads)
             for s, ms in zip(group, times, strict=True):
                 rows.append({"label": s.label, "kind": s.kind, "side": s.side, "ms": ms})
@@ -462,9 +491,32 @@ def fit(all_samples: list[Sample], rows: list[dict[str, Any]]) -> dict[str, dict
         norm = np.maximum(np.abs(a_arr).max(axis=0), 1e-30)  # condition: columns ~ 1
         x = nonnegative_lstsq(a_arr / norm, np.array(b)) / norm
         coefficients[kind] = dict(zip(("per_call", *FEATURES[kind]), map(float, x), strict=True))
+    side_of = {s.label: s.side for s in all_samples}
+    network = [r for r in rows if r["kind"] == "network"]
+    if network:
+        coefficients["network"] = fit_network(known, network, ops_of, side_of)
     for r in rows:
-        r["predicted_ms"] = sum(known.op_ms(op) for op in ops_of[r["label"]])
+        ops, side = ops_of[r["label"]], side_of[r["label"]]
+        r["predicted_ms"] = (sum(known.network_op_ms(op, side) for op in ops)
+                             if r["kind"] == "network" else sum(map(known.op_ms, ops)))
     return coefficients
+
+
+def fit_network(known: Calibration, rows: list[dict[str, Any]], ops_of: dict[str, list[Op]],
+                side_of: dict[str, str]) -> dict[str, float]:
+    """Per side, ``measured = scale * sum(op_ms) + per_op * ops`` over the whole-network
+    samples (non-negative least squares on relative error): the ops' own costs, timed alone,
+    scaled to a network's, plus the Python cost between two ops."""
+    found: dict[str, float] = {}
+    for side in SIDES:
+        mine = [r for r in rows if side_of[r["label"]] == side]
+        if not mine:
+            continue
+        a = np.array([[sum(known.op_ms(op) for op in ops_of[r["label"]]) / r["ms"],
+                       len(ops_of[r["label"]]) / r["ms"]] for r in mine])
+        scale, per_op = nonnegative_lstsq(a, np.ones(len(mine)))
+        found[f"{side}_scale"], found[f"{side}_per_op"] = float(scale), float(per_op)
+    return found
 
 
 def calibrate(threads: int = 1, out: Path | None = None, progress: bool = True) -> Calibration:
@@ -529,6 +581,12 @@ def config_calibration(config: Path, value: object) -> Calibration:
     return read_calibration(path if path.is_absolute() else config.parent / path)
 
 
+def _non_negative(value: object) -> bool:
+    """A finite number >= 0 (not a bool)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
 def read_calibration(path: Path) -> Calibration:
     """Parse and validate a calibration file (no machine check): clear errors when malformed."""
     try:
@@ -553,11 +611,14 @@ def read_calibration(path: Path) -> Calibration:
     for kind, features in FEATURES.items():
         coef = coefficients.get(kind)
         want = ("per_call", *features)
-        if not isinstance(coef, dict) or any(
-                not isinstance(coef.get(f), int | float) or isinstance(coef.get(f), bool)
-                or not math.isfinite(coef[f]) or coef[f] < 0 for f in want):
+        if not isinstance(coef, dict) or not all(_non_negative(coef.get(f)) for f in want):
             raise SofarError(f"{path}: calibration coefficients for {kind!r} must give "
                              f"non-negative numbers for {', '.join(want)}")
+    network = coefficients.get("network", {})  # optional: files made before it had none
+    want = [f"{side}_{name}" for side in SIDES for name in ("scale", "per_op")]
+    if not isinstance(network, dict) or not all(_non_negative(network.get(f, 0)) for f in want):
+        raise SofarError(f"{path}: calibration 'network' coefficients must be non-negative "
+                         f"numbers ({', '.join(want)})")
     return Calibration(key, {k: {f: float(v) for f, v in c.items()}
-                             for k, c in coefficients.items() if k in FEATURES},
+                             for k, c in coefficients.items() if k in FEATURES or k == "network"},
                        data.get("samples", []), data.get("info", {}), Path(path))

@@ -46,7 +46,7 @@ def _layer_rows(ops_by_side: dict[str, list[Op]], calibration: Calibration) -> l
             row = rows.setdefault(op.layer, {"name": op.layer, "latency_kinds": [],
                                              "ms_packed": 0.0, "ms_torch_fp32": 0.0,
                                              "word_efficiency": None, "words_per_pixel": None})
-            row[f"ms_{side}"] += calibration.op_ms(op)
+            row[f"ms_{side}"] += calibration.network_op_ms(op, side)
             if op.kind != "module_call" and op.kind not in row["latency_kinds"]:
                 row["latency_kinds"].append(op.kind)
             if op.words_per_pixel:
@@ -76,7 +76,7 @@ def predict(model: nn.Module, input_shape: tuple[int, ...], calibration: Calibra
     latency is wanted, as in solving: one trace instead of two.
     """
     ops = {side: engine_ops(model, input_shape, side) for side in sides}
-    totals = {side: sum(calibration.op_ms(op) for op in ops.get(side, []))
+    totals = {side: sum(calibration.network_op_ms(op, side) for op in ops.get(side, []))
               if side in ops else float("nan") for side in SIDES}
     return LatencyPrediction(name or type(model).__name__, dataset, width, totals["packed"],
                              totals["torch_fp32"], word_efficiency(ops.get("packed", [])),
