@@ -145,8 +145,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"({result['clock']}). "
         + (f"Predicted again at `{result['predicted_at']}` with the same calibration. "
            if result.get("predicted_at") else "")
-        + "Predictions: docs/latency.md. The machine was shared with other jobs while this ran, "
-        "so absolute times are noisy.",
+        + "Predictions: docs/latency.md. This VM's speed drifts (the speed factors below), so "
+        "absolute times are noisy.",
         "",
         "| side | Pearson r (predicted vs measured) | median abs error | max abs error | "
         "r of Flops vs measured |",
