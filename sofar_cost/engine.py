@@ -212,14 +212,14 @@ class PackedUnitRun(nn.Module):
         pack_into(*packing_source(to_numpy(x)), *first_pack)
         res_in, previous = x, None
         for unit, step in zip(self.units, steps, strict=True):
-            conv_kernel(*step.conv_args)
             if step.identity and previous is not None:  # NCHW, right dtype: no conversion
                 res = previous
             elif unit.shortcut is None:
                 res = None
-            else:
+            else:  # before the conv: its input is still in cache
                 res = unit.shortcut(res_in).detach().to(unit.conv.scale.dtype).contiguous()
                 res = res.numpy()
+            conv_kernel(*step.conv_args)
             out = step.out if step.pack_args else np.empty_like(step.out)
             if step.pack_args:
                 affine_pack_kernel(step.acc, *step.factors, res, out, *step.pack_args)
