@@ -1,10 +1,11 @@
 """Independent slow work that the test session starts at once, in processes of its own.
 
-Why: the tests run in one process, one at a time, on a two-core machine, and some work needs
-nothing from the others: the x86 kernel variants' checks compile the kernels for other CPUs
-into fresh Numba caches (~45 s of one core). ``conftest.py`` starts them when the tests are
-collected, at low priority; the test that needs a job's result waits for it
-(:func:`outcome`), and a job that fails is reported by that test.
+Why: the tests run in one process, one at a time, on a two-core machine, and some checks need
+a fresh Python process of their own and nothing from the other tests: the x86 kernel
+variants, compiled for other CPUs into fresh Numba caches (~45 s of one core), and a trace in
+a process that has never imported ``torch._dynamo`` or sympy. ``conftest.py`` starts them
+when the tests are collected, at low priority, and runs the tests that read them last
+(:data:`TESTS`); such a test waits for its job (:func:`outcome`) and reports its failure.
 """
 
 from __future__ import annotations
@@ -46,6 +47,23 @@ assert ("vpshufb" in asm) == (sys.argv[1] == "avx2-carry-save")
 """
 
 
+NO_DYNAMO_CHECK = """
+import sys
+import torch
+from sofar_cost.costs import model_cost
+from sofar_cost.counting import CountOptions
+from sofar_cost.tracer import _CostMode
+first = model_cost("rf-c4d8", "cifar100")
+assert "torch._dynamo" not in sys.modules, "a trace imported torch._dynamo"
+assert "sympy" not in sys.modules, "a trace imported sympy (torch's Python meta functions)"
+import torch._dynamo  # once loaded (torch.compile in use), torch's real disabler takes over
+again = model_cost("rf-c4d8", "cifar100", options=CountOptions(pooling=True))  # not cached
+assert (again.fp_macs, again.binary_macs) == (first.fp_macs, first.binary_macs)
+raw = _CostMode.__torch_dispatch__.__wrapped__
+assert raw.__dynamo_disable.__module__.startswith("torch._dynamo"), raw.__dynamo_disable
+"""
+
+
 def host_has(features: str) -> bool:
     host = set(llvm.get_host_cpu_features().flatten().replace("+", "").split(","))
     return set(features.replace("+", "").split(",")) <= host
@@ -71,6 +89,15 @@ def start_x86_variant_checks() -> None:
         env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features,
                    NUMBA_CACHE_DIR=str(Path(cache.name) / cpu))
         start(f"x86 {variant}", [sys.executable, "-c", VARIANT_CHECK, variant], env, nice=10)
+
+
+def start_no_dynamo_check() -> None:
+    start("no dynamo", [sys.executable, "-c", NO_DYNAMO_CHECK], nice=10)
+
+
+# The tests that read a job, with the function that starts it.
+TESTS = {"test_x86_variants_match_torch": start_x86_variant_checks,
+         "test_trace_does_not_import_dynamo": start_no_dynamo_check}
 
 
 def outcome(name: str, timeout: float = 900) -> tuple[int, str]:

@@ -17,15 +17,21 @@ def cost(name: str, dataset: str = "imagenet", width: int | None = None) -> Cost
     return model_cost(name, dataset, width)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests that read a background job (tests/background.py) run last, so that their jobs
+    have run alongside the other tests by then."""
+    items.sort(key=lambda item: item.originalname in background.TESTS)  # stable
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Once the tests to run are known, start the x86 kernel-variant compiles if one of them
-    reads them (tests/background.py): they overlap the other tests instead of holding up
-    the one that reads them."""
-    x86 = [item for item in session.items if item.name == "test_x86_variants_match_torch"]
-    skipped = any(mark.args and mark.args[0] for item in x86
-                  for mark in item.iter_markers("skipif"))
-    if x86 and not skipped and not session.config.option.collectonly:
-        background.start_x86_variant_checks()
+    """Once the tests to run are known, start the background job of each that reads one (and
+    is not skipped)."""
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        skipped = any(mark.args and mark.args[0] for mark in item.iter_markers("skipif"))
+        if item.originalname in background.TESTS and not skipped:
+            background.TESTS[item.originalname]()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

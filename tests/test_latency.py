@@ -252,14 +252,6 @@ def test_solve_on_latency_is_deterministic_and_tight_on_a_small_net(calibration)
     assert prediction.ms_packed == pytest.approx(sum(r["ms_packed"] for r in prediction.layers))
 
 
-@pytest.mark.slow
-def test_solve_rf_on_bireal18_latency_is_deterministic(calibration):
-    baseline = predict_model("bireal18", "imagenet", None, calibration).ms_packed
-    widths = [solved(WidthCosts.for_model("rf-c3d4-21", "imagenet", calibration=calibration),
-                     baseline) for _ in range(2)]
-    assert widths[0] == widths[1]
-
-
 def test_latency_solve_needs_a_calibration():
     costs = WidthCosts.for_model("rf-c3d4-21", "imagenet")
     with pytest.raises(SofarError, match="needs a calibration"):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -17,6 +15,8 @@ from sofar_cost.counting import CountOptions
 from sofar_cost.models import create_model
 from sofar_cost.tracer import parameter_counts, trace
 from tests.conftest import cost
+
+import background
 
 
 def test_bireal18_imagenet_exact_integers() -> None:
@@ -182,31 +182,15 @@ def test_trace_restores_training_mode_and_works_on_cpu() -> None:
     assert isinstance(model.stages[0][0].column.conv, BinaryConv2d)
 
 
-NO_DYNAMO_CHECK = """
-import sys
-import torch
-from sofar_cost.costs import model_cost
-from sofar_cost.counting import CountOptions
-from sofar_cost.tracer import _CostMode
-first = model_cost("rf-c4d8", "cifar100")
-assert "torch._dynamo" not in sys.modules, "a trace imported torch._dynamo"
-assert "sympy" not in sys.modules, "a trace imported sympy (torch's Python meta functions)"
-import torch._dynamo  # once loaded (torch.compile in use), torch's real disabler takes over
-again = model_cost("rf-c4d8", "cifar100", options=CountOptions(pooling=True))  # not cached
-assert (again.fp_macs, again.binary_macs) == (first.fp_macs, first.binary_macs)
-raw = _CostMode.__torch_dispatch__.__wrapped__
-assert raw.__dynamo_disable.__module__.startswith("torch._dynamo"), raw.__dynamo_disable
-"""
-
-
 @pytest.mark.slow  # a fresh Python process importing torch
 def test_trace_does_not_import_dynamo() -> None:
     """``compare``'s start-up: a fresh process traces without the ~2 s ``torch._dynamo`` import
     (see sofar_cost.dynamo_free) or sympy (tracer._run_meta_op), and hands over to torch's
-    disabler once dynamo is loaded."""
-    run = subprocess.run([sys.executable, "-c", NO_DYNAMO_CHECK], capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
+    disabler once dynamo is loaded. ``conftest.py`` starts the process when the tests are
+    collected (tests/background.py)."""
+    background.start_no_dynamo_check()  # no-op when the collection started it
+    code, stderr = background.outcome("no dynamo")
+    assert code == 0, stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", ["bireal18", "binarydensenet28", "quicknet-small", "drf-c2d2"])
