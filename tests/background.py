@@ -88,11 +88,11 @@ def start_x86_variant_checks() -> None:
     for cpu, features, variant in X86_VARIANTS:
         env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features,
                    NUMBA_CACHE_DIR=str(Path(cache.name) / cpu))
-        start(f"x86 {variant}", [sys.executable, "-c", VARIANT_CHECK, variant], env, nice=10)
+        start(f"x86 {variant}", [sys.executable, "-c", VARIANT_CHECK, variant], env, nice=19)
 
 
 def start_no_dynamo_check() -> None:
-    start("no dynamo", [sys.executable, "-c", NO_DYNAMO_CHECK], nice=10)
+    start("no dynamo", [sys.executable, "-c", NO_DYNAMO_CHECK], nice=19)
 
 
 # The tests that read a job, with the function that starts it.

@@ -24,7 +24,7 @@ from sofar_cost.cli import app
 runner = CliRunner()
 FAST = settings(max_examples=30, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-SLOW = settings(max_examples=300, deadline=None, database=None,
+SLOW = settings(max_examples=200, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 
 
