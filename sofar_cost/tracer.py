@@ -21,6 +21,10 @@ rule knows and that is not memory bookkeeping (``counting.FREE_OPS``) lands in
 conv/matmul variants) are singled out, and ``--strict`` refuses them. A conv/linear outside any
 binary layer whose input visibly comes from ``sign`` lands in ``unmarked_sign_layers``: it is
 counted full precision because nothing marks it binary.
+
+On the meta device no weights exist; each op's output shape comes from a C++ CPU kernel run on
+zero-stride stand-ins of its inputs (one activation at a time), not from torch's Python meta
+functions, which import sympy on first use (:func:`_run_meta_op`).
 """
 
 from __future__ import annotations
