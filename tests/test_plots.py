@@ -39,6 +39,7 @@ def test_imagenet_points_cover_table1_at_computed_flops():
     assert (points["family"].notna()).all()
 
 
+@pytest.mark.slow  # ~2.3 s warm: every preset's costs
 def test_larq_zoo_points_beside_sofar_at_our_counts():
     points = accuracy_points("flops", "imagenet", "sofar", include=["larq-zoo"])
     larq = points[points["source"] == "larq-zoo"]
@@ -50,6 +51,7 @@ def test_larq_zoo_points_beside_sofar_at_our_counts():
     assert quicknet["on_front"]  # cheaper and more accurate than every SoFAR ImageNet model
 
 
+@pytest.mark.slow  # ~2.3 s warm: every preset's costs
 def test_params_points_use_computed_mbit():
     points = accuracy_points("params", "cifar100")
     row = points[points["preset"] == "bireal18"].iloc[0]
