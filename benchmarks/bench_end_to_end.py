@@ -95,7 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per variant")
     parser.add_argument("--threads", type=int, default=1)
-    presets = [n for n in list_models() if "imagenet" in PRESETS[n].widths]  # larq-zoo's too
+    # every preset with an ImageNet width, larq-zoo's too
+    presets = [n for n in list_models() if PRESETS[n].has_default_width("imagenet")]
     parser.add_argument("--models", nargs="+", default=presets, help="presets to run")
     parser.add_argument("--out", type=Path, default=REPORTS / "latency_vs_flops",
                         help="output path without suffix")

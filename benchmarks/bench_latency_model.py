@@ -54,7 +54,7 @@ QUICK_MODELS = ["bireal18", "bireal34", "binarydensenet28", "bdn51", "rf-c3d4-21
 def imagenet_presets() -> list[str]:
     """Every preset with an ImageNet width (larq-zoo's included: those whose layers the packed
     engine does not run are reported as skipped, with the reason)."""
-    return [name for name in list_models() if "imagenet" in PRESETS[name].widths]
+    return [name for name in list_models() if PRESETS[name].has_default_width("imagenet")]
 
 
 class Probe:

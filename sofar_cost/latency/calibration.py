@@ -39,6 +39,7 @@ from sofar_cost import __version__
 from sofar_cost.binary import BinaryLinear, set_binarization
 from sofar_cost.errors import SofarError
 from sofar_cost.latency.ops import FEATURES, SIDES, Op, engine_ops, packed_ops
+from sofar_cost.models import create_model
 from sofar_cost.models.densenet import DenseLayer, Transition
 from sofar_cost.models.layers import BinaryConvUnit, Join
 from sofar_cost.results import CalibrationRun
@@ -122,8 +123,9 @@ class Calibration:
         for kind, coef in self.coefficients.items():
             rows = [r for r in self.samples if r["kind"] == kind and "predicted_ms" in r]
             errors = [abs(r["predicted_ms"] / r["ms"] - 1) for r in rows]
-            per_call = coef.get("per_call", coef.get("packed_per_op"))  # network: per op
-            kinds.append({"kind": kind, "samples": len(rows), "per_call_us": 1e3 * per_call,
+            per_call = coef.get("per_call")  # none for "network" (a scale and a cost per op)
+            kinds.append({"kind": kind, "samples": len(rows),
+                          "per_call_us": None if per_call is None else 1e3 * per_call,
                           "median_abs_pct_error": 100 * float(np.median(errors)) if errors
                           else None})
         return CalibrationRun(str(self.path), self.key, float(self.info.get("wall_s", 0.0)), kinds)
@@ -307,7 +309,6 @@ def network_samples() -> list[Sample]:
     timed in a loop miss inside a net (Python between the ops, caches that other layers have
     used). They are presets at widths and an input size no preset is benchmarked at
     (``benchmarks/bench_latency_model.py`` measures the paper widths at 224x224)."""
-    from sofar_cost.models import create_model  # the registry: load on demand
 
     def build(name: str, width: int, side: str) -> nn.Module:
         return set_binarization(create_model(name, "imagenet", width), side == "packed")
