@@ -1,4 +1,5 @@
-"""Shared fixtures: cost reports are cached per (model, dataset, width) across tests."""
+"""Shared fixtures (cost reports cached per model, dataset and width) and the session hooks
+that start the background jobs of tests/background.py and run their tests last."""
 
 from __future__ import annotations
 
