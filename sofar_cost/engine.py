@@ -130,8 +130,10 @@ class PackedConv(nn.Module):
         return cls(kernel, scale.to(dtype), shift.to(dtype), linear)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        acc = self.kernel(x[:, :, None, None] if self.linear else x)
-        out = torch.empty(acc.shape, dtype=self.scale.dtype)
+        x = x[:, :, None, None] if self.linear else x
+        acc = self.kernel.accumulate(x)
+        shape = self.kernel.output_view(acc, *x.shape[2:]).shape
+        out = torch.empty(shape, dtype=self.scale.dtype)
         res = None if residual is None else residual.detach().to(out.dtype).contiguous().numpy()
         affine_kernel(acc, self.scale.numpy(), self.shift.numpy(), res, out.numpy())
         return out.flatten(1) if self.linear else out
@@ -183,7 +185,7 @@ class _UnitStep:
     """One unit of a :class:`PackedUnitRun` at one input size, its buffers allocated once."""
 
     conv_args: tuple  # conv_kernel's arguments: packed input ... int32 output
-    acc: np.ndarray  # [N, Cout, Ho, Wo] view of the int32 output
+    acc: np.ndarray  # the int32 output as the kernel writes it (empty_output)
     out: np.ndarray  # float output (reused, except the run's last, which is returned)
     pack_args: tuple  # (pad, stride, planes) of the next unit's packed input, or ()
     factors: tuple  # (scale, shift) as numpy arrays
@@ -234,13 +236,19 @@ class PackedUnitRun(nn.Module):
         kernels = [unit.conv.kernel for unit in self.units]
         sizes = self._sizes(height, width)
         packed = [self._planes(k, n, *hw) for k, hw in zip(kernels, sizes, strict=True)]
+        # Units share buffers of one shape: a small working set stays in cache between
+        # runs of other code. An int32 output is read only by its own unit's output pass;
+        # float outputs alternate, as a unit reads the one before (its residual).
+        shared: dict[tuple, np.ndarray] = {}
         steps = []
         for index, (kernel, hw) in enumerate(zip(kernels, sizes, strict=True)):
             buffer, planes = packed[index]
             plan = kernel._plan_for(*hw)
-            acc = kernel._empty_output(n, plan)
-            out = np.empty((n, kernel.out_channels, *plan.out_hw),
-                           self.units[index].conv.scale.numpy().dtype)
+            acc = kernel.empty_output(n, plan)
+            acc = shared.setdefault(("acc", acc.shape), acc)
+            dtype = self.units[index].conv.scale.numpy().dtype
+            shape = (n, kernel.out_channels, *plan.out_hw)
+            out = shared.setdefault(("out", shape, dtype, index % 2), np.empty(shape, dtype))
             pack_args = ()
             if index + 1 < len(kernels):
                 nxt = kernels[index + 1]._plan_for(*plan.out_hw)
@@ -248,7 +256,7 @@ class PackedUnitRun(nn.Module):
             unit = self.units[index]
             steps.append(_UnitStep((buffer, planes[0, 0].size,
                                     *plan.kernel_args(kernel._kernel_weights, acc)),
-                                   kernel._output_view(acc, plan), out, pack_args,
+                                   acc, out, pack_args,
                                    (unit.conv.scale.numpy(), unit.conv.shift.numpy()),
                                    type(unit.shortcut) is nn.Identity))
         first = kernels[0]._plan_for(height, width).layout[:2]
@@ -299,10 +307,10 @@ class PackedDenseRun(nn.Module):
             pad, stride, _ = plan.layout
             packed, planes = empty_planes(n, (c + 63) // 64, stride, *plan.phase_shape)
             pack_affine_kernel(buf, c, alpha, beta, pad, stride, planes)
-            acc = kernel._empty_output(n, plan)
+            acc = kernel.empty_output(n, plan)
             conv_kernel(packed, planes[0, 0].size, *plan.kernel_args(kernel._kernel_weights, acc))
             grown = c + kernel.out_channels
-            affine_kernel(kernel._output_view(acc, plan), conv.scale.numpy(),
+            affine_kernel(acc, conv.scale.numpy(),
                           conv.shift.numpy(), None, buf[:, c:grown])
             c = grown
         return buffer
@@ -609,7 +617,7 @@ def benchmark_end_to_end(
     x_cl = x.contiguous(memory_format=torch.channels_last)
     fp32_cl = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
     runs = {
-        "ms_packed": lambda: packed(x),
+        "ms_packed": lambda: packed(x_cl),  # the layout it converts to, as fp32 CL gets
         "ms_torch_fp32_nchw": lambda: fp32(x),
         "ms_torch_fp32_channels_last": lambda: fp32_cl(x_cl),
         "ms_torch_binary_sim": lambda: model(x),

@@ -95,9 +95,10 @@ class _Plan:
 
     def kernel_args(self, weights: np.ndarray, out: np.ndarray) -> tuple:
         """The arguments :func:`conv_kernel` takes after the packed input (``weights``:
-        :func:`kernel_weights` of the packed weights)."""
+        :func:`kernel_weights` of the packed weights; ``out``: an output of
+        :meth:`PackedBinaryConv2d.empty_output`)."""
         return (weights, self.offsets, self.length, self.base,
-                self.row_fix, self.row_class, out)
+                self.row_fix, self.row_class, out.reshape(out.shape[0], out.shape[1], -1))
 
 
 def _plan(weights: PackedWeights, layout: tuple[int, int, int], height: int, width: int,
@@ -192,15 +193,23 @@ class PackedBinaryConv2d:
     def __call__(self, x: ArrayLike) -> np.ndarray:
         """Convolve a float NCHW batch (signs taken by the packing, in the same Numba call)."""
         arr = to_numpy(x)
+        return self.output_view(self.accumulate(arr), arr.shape[2], arr.shape[3])
+
+    def accumulate(self, x: ArrayLike) -> np.ndarray:
+        """:meth:`__call__`'s result as the kernel wrote it: the C-contiguous
+        [N, Cout_pad, rows, Wq] int32 buffer (:meth:`empty_output`) whose top-left
+        [N, Cout, Ho, Wo] is the output. The engine's fused passes read it this way: a
+        contiguous row reads as one vector, the [N, Cout, Ho, Wo] view's rows did not."""
+        arr = to_numpy(x)
         if arr.ndim != 4 or arr.shape[1] != self.in_channels:
             raise ValueError(f"{self.name}: expected input [N, {self.in_channels}, H, W], "
                              f"got {tuple(arr.shape)}")
         plan = self._plan_for(arr.shape[2], arr.shape[3])
-        out = self._empty_output(arr.shape[0], plan)
+        out = self.empty_output(arr.shape[0], plan)
         source, channels_last = packing_source(arr)
         pack_and_conv(source, channels_last, *plan.layout[:2], *plan.phase_shape,
                       *plan.kernel_args(self._kernel_weights, out))
-        return self._output_view(out, plan)
+        return out
 
     def forward_packed(self, xp: PackedActivations) -> np.ndarray:
         """Convolve already-packed activations (re-laid out if not in :meth:`layout`)."""
@@ -209,9 +218,14 @@ class PackedBinaryConv2d:
                              f"got packed activations with {xp.channels}")
         plan = self._plan_for(xp.height, xp.width)
         xp = xp.with_layout(*plan.layout)
-        out = self._empty_output(xp.batch, plan)
+        out = self.empty_output(xp.batch, plan)
         conv_kernel(xp.buffer, xp.plane_words, *plan.kernel_args(self._kernel_weights, out))
-        return self._output_view(out, plan)
+        return self.output_view(out, xp.height, xp.width)
+
+    def output_view(self, out: np.ndarray, height: int, width: int) -> np.ndarray:
+        """The [N, Cout, Ho, Wo] output (a view) in the kernel's ``out`` for an input size."""
+        out_h, out_w = self.output_hw(height, width)
+        return out[:, : self.out_channels, :out_h, :out_w]
 
     def _plan_for(self, height: int, width: int) -> _Plan:
         """The cached plan for this input size (a clear error if the input is too small)."""
@@ -226,16 +240,13 @@ class PackedBinaryConv2d:
                                                       height, width, (out_h, out_w))
         return plan
 
-    def _empty_output(self, batch: int, plan: _Plan) -> np.ndarray:
-        """[N, Cout_pad, plane] int32, whole vectors (``LANES`` pixels) long."""
-        return np.empty((batch, self.weights.words.shape[0], -(-plan.length // LANES) * LANES),
-                        np.int32)
-
-    def _output_view(self, out: np.ndarray, plan: _Plan) -> np.ndarray:
-        """[N, Cout, Ho, Wo] view of the kernel output (rows ``Wq`` apart)."""
-        (out_h, out_w), row_len = plan.out_hw, plan.phase_shape[1]
-        n, cout = out.shape[0], self.out_channels
-        return out[:, :cout, : plan.length].reshape(n, cout, out_h, row_len)[..., :out_w]
+    def empty_output(self, batch: int, plan: _Plan) -> np.ndarray:
+        """The kernel's int32 output, C-contiguous [N, Cout_pad, rows, Wq]: ``Ho`` rows of
+        ``Wq`` (scratch past ``Wo``) and as many more as the last whole vector of ``LANES``
+        pixels reaches into."""
+        wq = plan.phase_shape[1]
+        rows = -(-(-(-plan.length // LANES) * LANES) // wq)
+        return np.empty((batch, self.weights.words.shape[0], rows, wq), np.int32)
 
 
 class PackedBinaryLinear:
