@@ -38,14 +38,13 @@ from torch.nn import functional as F
 from sofar_cost.binary import BinaryConv2d, BinaryLinear, is_binary_layer, set_binarization, sign
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant
-from sofar_cost.kernels._conv_kernel import conv_kernel, empty_planes, pack_into
+from sofar_cost.kernels._conv_kernel import conv_kernel, empty_planes, pack_into, pack_kernel
 from sofar_cost.kernels.bench import paired_times_ms, quartiles, thread_count
 from sofar_cost.kernels.fused import (
     affine_kernel,
     affine_maxpool_relu_kernel,
     affine_pack_kernel,
     avgpool2_kernel,
-    pack_affine_kernel,
     relu_maxpool_nhwc_kernel,
 )
 from sofar_cost.kernels.packing import packing_source, to_numpy
@@ -306,7 +305,7 @@ class PackedDenseRun(nn.Module):
             plan = kernel._plan_for(height, width)
             pad, stride, _ = plan.layout
             packed, planes = empty_planes(n, (c + 63) // 64, stride, *plan.phase_shape)
-            pack_affine_kernel(buf, c, alpha, beta, pad, stride, planes)
+            pack_kernel(buf, pad, stride, planes, c, alpha, beta)
             acc = kernel.empty_output(n, plan)
             conv_kernel(packed, planes[0, 0].size, *plan.kernel_args(kernel._kernel_weights, acc))
             grown = c + kernel.out_channels

@@ -44,16 +44,30 @@ def _phase_row(out, n, k, hp, pad, stride, phase, width):
     return dst, (pad + phase) // stride, (width - phase + stride - 1) // stride
 
 
-@njit(parallel=True, cache=True)
-def pack_kernel(x: np.ndarray, pad: int, stride: int, out: np.ndarray) -> None:
-    """Pack sign bits of NCHW ``x`` into zeroed ``out`` [N, words, s*s, Hq, Wq].
+@njit(inline="always")
+def _bit(xf, at, alpha, beta, c):
+    """1 where channel ``c``'s value at ``xf[at]`` is ``>= 0``, or, with an ``alpha`` (not
+    None), where ``xf[at] * alpha[c] + beta[c] >= 0`` (an eval BatchNorm's output sign)."""
+    if alpha is None:
+        return np.uint64(xf[at] >= 0)
+    return np.uint64(xf[at] * alpha[c] + beta[c] >= 0)
 
-    Bit ``c % 64`` of word ``c // 64`` is 1 where ``x >= 0``; border words and unused high
-    bits stay 0. No fastmath: ``x >= 0`` must treat -0.0 and NaN exactly as torch. Eight
-    channels are read per pass along contiguous pixels (vectorised compare-and-or), into a
-    buffer of whole rows that is then scattered into the phase planes.
+
+@njit(parallel=True, cache=True)
+def pack_kernel(x: np.ndarray, pad: int, stride: int, out: np.ndarray, chans: int = -1,
+                alpha: np.ndarray | None = None, beta: np.ndarray | None = None) -> None:
+    """Pack sign bits of NCHW ``x`` (C-contiguous) into zeroed ``out`` [N, words, s*s, Hq, Wq].
+
+    Bit ``c % 64`` of word ``c // 64`` is 1 where ``x >= 0`` (with ``alpha``, ``beta``:
+    where ``x * alpha[c] + beta[c] >= 0``) for the first ``chans`` channels (all if -1);
+    border words and unused high bits stay 0. No fastmath: ``x >= 0`` must treat -0.0 and
+    NaN exactly as torch. Eight channels are read per pass along contiguous pixels
+    (vectorised compare-and-or), several rows at a time, into a buffer of whole rows that
+    is then scattered into the phase planes (row by row, the 28x28 to 7x7 planes packed
+    2-5x slower).
     """
-    n_img, chans, height, width = x.shape
+    n_img, total, height, width = x.shape
+    chans = total if chans < 0 else chans
     words = out.shape[1]
     hw = height * width
     xf = x.reshape(-1)
@@ -71,7 +85,8 @@ def pack_kernel(x: np.ndarray, pad: int, stride: int, out: np.ndarray) -> None:
         b = 0
         while b < n_bits:
             # unsigned offsets: no negative-index wraparound, so loads stay contiguous
-            i0 = np.uint64((n * chans + 64 * k + b) * hw + h0 * width)
+            c = 64 * k + b
+            i0 = np.uint64((n * total + c) * hw + h0 * width)
             shift = np.uint64(b)
             if n_bits - b >= 8:
                 i1 = i0 + plane
@@ -83,19 +98,19 @@ def pack_kernel(x: np.ndarray, pad: int, stride: int, out: np.ndarray) -> None:
                 i7 = i6 + plane
                 for j in range(length):
                     u = np.uint64(j)
-                    bits = (np.uint64(xf[i0 + u] >= 0)
-                            | np.uint64(xf[i1 + u] >= 0) << np.uint64(1)
-                            | np.uint64(xf[i2 + u] >= 0) << np.uint64(2)
-                            | np.uint64(xf[i3 + u] >= 0) << np.uint64(3)
-                            | np.uint64(xf[i4 + u] >= 0) << np.uint64(4)
-                            | np.uint64(xf[i5 + u] >= 0) << np.uint64(5)
-                            | np.uint64(xf[i6 + u] >= 0) << np.uint64(6)
-                            | np.uint64(xf[i7 + u] >= 0) << np.uint64(7))
+                    bits = (_bit(xf, i0 + u, alpha, beta, c)
+                            | _bit(xf, i1 + u, alpha, beta, c + 1) << np.uint64(1)
+                            | _bit(xf, i2 + u, alpha, beta, c + 2) << np.uint64(2)
+                            | _bit(xf, i3 + u, alpha, beta, c + 3) << np.uint64(3)
+                            | _bit(xf, i4 + u, alpha, beta, c + 4) << np.uint64(4)
+                            | _bit(xf, i5 + u, alpha, beta, c + 5) << np.uint64(5)
+                            | _bit(xf, i6 + u, alpha, beta, c + 6) << np.uint64(6)
+                            | _bit(xf, i7 + u, alpha, beta, c + 7) << np.uint64(7))
                     buf[j] |= bits << shift
                 b += 8
             else:
                 for j in range(length):
-                    buf[j] |= np.uint64(xf[i0 + np.uint64(j)] >= 0) << shift
+                    buf[j] |= _bit(xf, i0 + np.uint64(j), alpha, beta, c) << shift
                 b += 1
         for h in range(h0, h1):
             src = buf[(h - h0) * width : (h - h0 + 1) * width]

@@ -1,14 +1,14 @@
 """Numba kernels that fuse the float glue around packed binary convs (used by the engine).
 
-- :func:`pack_affine_kernel`: the signs of a per-channel affine (an eval-mode BatchNorm) of
-  the first channels of an NCHW buffer, packed for a conv: BN + sign + packing in one read,
-  with no BN output written. A DenseNet layer reads its whole concatenation this way.
 - :func:`affine_kernel`: a binary conv's int32 result times a per-channel scale plus a shift
   (weight scale, bias and a folded BN), plus an optional residual, in one NCHW pass.
 - :func:`affine_pack_kernel`: the same, also packing the result's signs for the next conv
   (a Bi-Real unit's output feeds the next unit's sign and its shortcut).
 - :func:`affine_maxpool_relu_kernel`: BN -> MaxPool(2) -> ReLU in one pass (DenseNet
   transition), without writing the BN output.
+
+(A DenseNet layer's BN + sign + packing of its concatenation so far is one
+:func:`.pack_kernel` call with the BN's ``alpha``, ``beta``: no BN output is written.)
 
 Affines are ``x * alpha[c] + beta[c]`` with ``alpha``, ``beta`` computed as torch's eval BN
 computes them, so signs match torch's BN output (see :func:`sofar_cost.engine.bn_affine`).
@@ -19,67 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._conv_kernel import _phase_row, pack_kernel
-
-
-@njit(inline="always")
-def _affine_bits(r, a, z, w):
-    """1 where ``r[w] * a + z >= 0`` (as uint64); with ``a = 1, z = 0`` exactly ``r[w] >= 0``."""
-    return np.uint64(r[w] * a + z >= 0)
-
-
-@njit(inline="always")
-def _pack_row(x, n, k, h, chans, alpha, beta, pad, stride, out):
-    """Word ``k`` of row ``h``'s thresholded signs (see :func:`pack_affine_kernel`), built
-    eight channels per pass along contiguous pixels (vectorised), then scattered into the
-    phase planes."""
-    width = x.shape[3]
-    row = np.zeros(width, np.uint64)
-    n_bits = min(64, chans - 64 * k)
-    b = 0
-    while b < n_bits:
-        c = 64 * k + b
-        if n_bits - b >= 8:
-            r0, r1, r2, r3 = x[n, c, h], x[n, c + 1, h], x[n, c + 2, h], x[n, c + 3, h]
-            r4, r5, r6, r7 = x[n, c + 4, h], x[n, c + 5, h], x[n, c + 6, h], x[n, c + 7, h]
-            a0, a1, a2, a3 = alpha[c], alpha[c + 1], alpha[c + 2], alpha[c + 3]
-            a4, a5, a6, a7 = alpha[c + 4], alpha[c + 5], alpha[c + 6], alpha[c + 7]
-            z0, z1, z2, z3 = beta[c], beta[c + 1], beta[c + 2], beta[c + 3]
-            z4, z5, z6, z7 = beta[c + 4], beta[c + 5], beta[c + 6], beta[c + 7]
-            shift = np.uint64(b)
-            for w in range(width):
-                bits = (_affine_bits(r0, a0, z0, w)
-                        | _affine_bits(r1, a1, z1, w) << np.uint64(1)
-                        | _affine_bits(r2, a2, z2, w) << np.uint64(2)
-                        | _affine_bits(r3, a3, z3, w) << np.uint64(3)
-                        | _affine_bits(r4, a4, z4, w) << np.uint64(4)
-                        | _affine_bits(r5, a5, z5, w) << np.uint64(5)
-                        | _affine_bits(r6, a6, z6, w) << np.uint64(6)
-                        | _affine_bits(r7, a7, z7, w) << np.uint64(7))
-                row[w] |= bits << shift
-            b += 8
-        else:
-            r0, a0, z0, shift = x[n, c, h], alpha[c], beta[c], np.uint64(b)
-            for w in range(width):
-                row[w] |= _affine_bits(r0, a0, z0, w) << shift
-            b += 1
-    for phase in range(stride):
-        dst, j0, count = _phase_row(out, n, k, h + pad, pad, stride, phase, width)
-        for j in range(count):
-            dst[j0 + j] = row[phase + stride * j]
-
-
-@njit(parallel=True, cache=True)
-def pack_affine_kernel(x: np.ndarray, chans: int, alpha: np.ndarray, beta: np.ndarray,
-                       pad: int, stride: int, out: np.ndarray) -> None:
-    """Pack bits ``x[n, c] * alpha[c] + beta[c] >= 0`` of channels ``c < chans`` of NCHW
-    ``x`` (any strides) into zeroed phase planes ``out`` [N, words, s*s, Hq, Wq]: one task
-    per (image, word, row)."""
-    n_img, _, height, _ = x.shape
-    words = out.shape[1]
-    for task in prange(n_img * words * height):
-        n, k, h = task // (words * height), (task // height) % words, task % height
-        _pack_row(x, n, k, h, chans, alpha, beta, pad, stride, out)
+from ._conv_kernel import pack_kernel
 
 
 @njit(inline="always")
