@@ -2,8 +2,9 @@
 
 Why: the tests run in one process, one at a time, on a two-core machine, and some checks need
 a fresh Python process of their own and nothing from the other tests: the x86 kernel
-variants, compiled for other CPUs into fresh Numba caches (~45 s of one core), and a trace in
-a process that has never imported ``torch._dynamo`` or sympy. ``conftest.py`` starts them
+variants, compiled for other CPUs into fresh Numba caches (~45 s of one core), a layer call
+as the first parallel code of a process that loads it from a cache built in steps, and a
+trace in a process that has never imported ``torch._dynamo`` or sympy. ``conftest.py`` starts them
 when the tests are collected, at low priority, and runs the tests that read them last
 (:data:`TESTS`); such a test waits for its job (:func:`outcome`) and reports its failure.
 """
@@ -64,6 +65,36 @@ assert raw.__dynamo_disable.__module__.startswith("torch._dynamo"), raw.__dynamo
 """
 
 
+# A layer call is pack_and_conv, a cached function calling the cached parallel kernels. When
+# it was compiled while they came from the cache, its machine code does not start Numba's
+# threading layer; as a process's first parallel code it then called a null pointer.
+CACHED_CALLER_STEP = """
+import sys
+import numpy as np, torch
+from sofar_cost.kernels import PackedBinaryConv2d
+from sofar_cost.kernels._conv_kernel import conv_kernel, empty_planes, pack_into
+x, w = torch.randn(1, 20, 10, 10), torch.randn(6, 20, 1, 1)
+layer = PackedBinaryConv2d.from_weight(w, 1, 0)
+if sys.argv[1] == "kernels":  # the kernels alone, into the cache
+    plan = layer._plan_for(10, 10)
+    buffer, planes = empty_planes(1, 1, 1, *plan.phase_shape)
+    pack_into(x.numpy(), False, 0, 1, planes)
+    conv_kernel(buffer, planes[0, 0].size, *plan.kernel_args(layer._kernel_weights,
+                                                           layer.empty_output(1, plan)))
+else:  # "layer": compiled from the cached kernels, then loaded from the cache
+    ref = torch.nn.functional.conv2d(torch.where(x >= 0, 1.0, -1.0),
+                                     torch.where(w >= 0, 1.0, -1.0)).numpy()
+    np.testing.assert_array_equal(layer(x), ref)
+"""
+CACHED_CALLER_CHECK = f"""
+import subprocess, sys
+for step in ("kernels", "layer", "layer"):
+    run = subprocess.run([sys.executable, "-c", {CACHED_CALLER_STEP!r}, step],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, f"step {{step}}: exit {{run.returncode}} {{run.stderr[-1500:]}}"
+"""
+
+
 def host_has(features: str) -> bool:
     host = set(llvm.get_host_cpu_features().flatten().replace("+", "").split(","))
     return set(features.replace("+", "").split(",")) <= host
@@ -91,12 +122,20 @@ def start_x86_variant_checks() -> None:
         start(f"x86 {variant}", [sys.executable, "-c", VARIANT_CHECK, variant], env, nice=19)
 
 
+def start_cached_caller_check() -> None:
+    cache = tempfile.TemporaryDirectory(prefix="sofar-cached-caller-")
+    _CACHES.append(cache)
+    start("cached caller", [sys.executable, "-c", CACHED_CALLER_CHECK],
+          dict(os.environ, NUMBA_CACHE_DIR=cache.name), nice=19)
+
+
 def start_no_dynamo_check() -> None:
     start("no dynamo", [sys.executable, "-c", NO_DYNAMO_CHECK], nice=19)
 
 
 # The tests that read a job, with the function that starts it.
 TESTS = {"test_x86_variants_match_torch": start_x86_variant_checks,
+         "test_layer_call_from_a_cache_built_in_steps": start_cached_caller_check,
          "test_trace_does_not_import_dynamo": start_no_dynamo_check}
 
 

@@ -242,3 +242,14 @@ def test_x86_variants_match_torch() -> None:
     for _, _, variant in X86_VARIANTS:
         code, stderr = background.outcome(f"x86 {variant}")
         assert code == 0, f"{variant}: {stderr[-2000:]}"
+
+
+@pytest.mark.slow
+def test_layer_call_from_a_cache_built_in_steps() -> None:
+    """A layer call (``pack_and_conv``) as the first parallel code of a process, loaded from a
+    fresh Numba cache that first got the kernels alone, then the layer compiled from them:
+    exact, no crash (it segfaulted before ``_conv_kernel`` started the threading layer at
+    import). Three processes in a row, started by ``conftest.py`` in the background."""
+    background.start_cached_caller_check()  # no-op when the collection started it
+    code, stderr = background.outcome("cached caller")
+    assert code == 0, stderr[-2000:]

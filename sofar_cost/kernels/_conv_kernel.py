@@ -16,11 +16,18 @@ step, with no per-row setup.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .quad_step import CHANNELS, LANES, WEIGHT_LANES, quad_step
 from .sign_bits import sign_word
+
+# Start Numba's threading layer now (~6 ms). A cached function that calls these parallel
+# kernels (pack_and_conv) may have been compiled while they came from the cache, and then
+# its machine code does not start the threading layer itself: as the first parallel code
+# of a process, it called a null pointer (a segfault, seen after the kernels changed).
+numba.get_num_threads()
 
 CHUNK = 1024  # most output pixels per task: the chunk's input window stays in L1
 TASKS = 16  # conv tasks per call come in multiples of this (see _groups)
