@@ -50,6 +50,9 @@ FORMAT_VERSION = 1
 NETWORKS = (("bireal18", 40), ("binarydensenet28", 40), ("rf-c3d4-21", 32),
             ("drf-c2d2-51", 32), ("quicknet-small", 24))
 NETWORK_SIZE = 192
+# Seconds per whole-network sample: five pairs of two fit the network coefficients, so each
+# time is a median over many rounds (at 0.3 s, 5-6 rounds let the VM's drift move the fit).
+NETWORK_BUDGET_S = 2.0
 COLD_BYTES = 64 << 20  # more than the last-level cache of the CPUs this runs on
 KEY_FIELDS = ("cpu", "kernel_variant", "threads", "package_version")
 # Kinds are fitted in this order; a sample's ops of kinds fitted earlier are subtracted first.
@@ -441,7 +444,8 @@ def measure(all_samples: list[Sample], threads: int, progress: bool,
         task = bar.add_task("", total=len(all_samples))
         for group in groups:
             bar.update(task, description=group[0].label)
-            times = interleaved_ms([runnable_sample(s) for s in group], budget_s * len(group),
+            budget = NETWORK_BUDGET_S if group[0].kind == "network" else budget_s
+            times = interleaved_ms([runnable_sample(s) for s in group], budget * len(group),
                                    threads)
             for s, ms in zip(group, times, strict=True):
                 rows.append({"label": s.label, "kind": s.kind, "side": s.side, "ms": ms})
