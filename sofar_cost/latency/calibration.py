@@ -47,11 +47,16 @@ from sofar_cost.results import CalibrationRun
 FORMAT = "sofar-cost-latency-calibration"
 FORMAT_VERSION = 1
 # Whole networks of the calibration (network_samples): one per family, unusual widths.
+# The deep rf-c5d16-149 pins the cost per op (fitted on five nets of similar op counts it
+# came out 5-13 us and solves on latency went wrong); the dilated BinaryDenseNet brings the
+# binary layers that run in torch.
 NETWORKS = (("bireal18", 40), ("binarydensenet28", 40), ("rf-c3d4-21", 32),
-            ("drf-c2d2-51", 32), ("quicknet-small", 24))
+            ("drf-c2d2-51", 32), ("quicknet-small", 24), ("rf-c5d16-149", 24),
+            ("binarydensenet37-dilated", 40))
 NETWORK_SIZE = 192
-# Seconds per whole-network sample: five pairs of two fit the network coefficients, so each
-# time is a median over many rounds (at 0.3 s, 5-6 rounds let the VM's drift move the fit).
+# Seconds per whole-network sample. All of them are timed in the same interleaved rounds, as
+# many as fit (at most 31): timed pair by pair in 5-6 rounds each, the VM's drift between
+# pairs moved the network fit (its cost per op came out 2-13 us on one machine).
 NETWORK_BUDGET_S = 2.0
 COLD_BYTES = 64 << 20  # more than the last-level cache of the CPUs this runs on
 KEY_FIELDS = ("cpu", "kernel_variant", "threads", "package_version")
@@ -308,17 +313,18 @@ def samples() -> list[Sample]:
 
 
 def network_samples() -> list[Sample]:
-    """Whole networks (kind ``network``), packed and torch fp32 timed in pairs: what single ops
-    timed in a loop miss inside a net (Python between the ops, caches that other layers have
-    used). They are presets at widths and an input size no preset is benchmarked at
-    (``benchmarks/bench_latency_model.py`` measures the paper widths at 224x224)."""
+    """Whole networks (kind ``network``), packed and torch fp32, all timed in the same
+    interleaved rounds: what single ops timed in a loop miss inside a net (Python between
+    the ops, caches that other layers have used). They are presets at widths and an input
+    size no preset is benchmarked at (``benchmarks/bench_latency_model.py`` measures the
+    paper widths at 224x224)."""
 
     def build(name: str, width: int, side: str) -> nn.Module:
         return set_binarization(create_model(name, "imagenet", width), side == "packed")
 
     return [Sample(f"network {name} width {width} {NETWORK_SIZE}px {side}", "network",
                    lambda name=name, width=width, side=side: build(name, width, side),
-                   (1, 3, NETWORK_SIZE, NETWORK_SIZE), side, pair=f"network {name} width {width}")
+                   (1, 3, NETWORK_SIZE, NETWORK_SIZE), side, pair="networks")
             for name, width in NETWORKS for side in SIDES]
 
 
