@@ -19,7 +19,7 @@ from torch import nn
 from sofar_cost.binary import is_binary_layer
 from sofar_cost.count_options import CountOptions
 from sofar_cost.errors import SofarError
-from sofar_cost.kernels import kernel_variant, popcount_ceilings
+from sofar_cost.kernels import kernel_variant, popcount_ceilings, runnable_variants
 from sofar_cost.kernels.bench import ConvShape, benchmark_layers, thread_count
 from sofar_cost.kernels.conv import check_module
 from sofar_cost.kernels.targets import KERNELS, call_with_kernel
@@ -78,7 +78,9 @@ def bench_model_layers(
     compile target can run (G binary MACs/s), measured in the same run; per layer,
     ``ceiling_fraction`` is against the kernel's own variant and
     ``scalar_ceiling_fraction`` against ``scalar-popcnt`` (the baseline a vector path
-    must beat), both per thread used.
+    must beat), both per thread used, and both paired: the two ceiling loops run in the
+    layer's own interleaved rounds, each fraction is the median of the per-round ones
+    (``ceiling_fraction_iqr``, ``scalar_ceiling_fraction_iqr``: their quartiles).
     """
     if threads < 1:
         raise SofarError(f"--threads must be at least 1, got {threads}")
@@ -99,13 +101,14 @@ def bench_model_layers(
     unique = list({_shape_key(s): s for s in shapes}.values())
     with thread_count(1):
         before = popcount_ceilings(seconds=0.15)
-    results = benchmark_layers(unique, threads, repeat, progress)
+    paired = [kernel_variant()] + (["scalar-popcnt"] if kernel_variant() != "scalar-popcnt"
+                                   and "scalar-popcnt" in runnable_variants() else [])
+    results = benchmark_layers(unique, threads, repeat, progress, paired)
     timed = {_shape_key(s): r for s, r in zip(unique, results, strict=True)}
     with thread_count(1):  # before and after the layers, the better: the machine drifts
         ceilings = {v: max(g, g_after) for (v, g), g_after in
                     zip(before.items(), popcount_ceilings(seconds=0.15).values(), strict=True)}
     ceiling = ceilings[kernel_variant()] * 1e9
-    scalar = ceilings.get("scalar-popcnt")
     layers = []
     for shape in shapes:
         result = timed[_shape_key(shape)]
@@ -123,9 +126,11 @@ def bench_model_layers(
             "ms_torch_fp32": result["ms_torch_fp32"],
             "gmacs_per_s": result["gmacs_per_s"],
             "speedup": result["speedup"],
-            "ceiling_fraction": result["gmacs_per_s"] * 1e9 / (ceiling * threads),
-            "scalar_ceiling_fraction": (None if scalar is None
-                                        else result["gmacs_per_s"] / (scalar * threads)),
+            "ceiling_fraction": result["paired_ceiling_fraction"][kernel_variant()],
+            "scalar_ceiling_fraction": result["paired_ceiling_fraction"].get("scalar-popcnt"),
+            "ceiling_fraction_iqr": result["paired_ceiling_fraction_iqr"][kernel_variant()],
+            "scalar_ceiling_fraction_iqr":
+                result["paired_ceiling_fraction_iqr"].get("scalar-popcnt"),
             "ms_xnor_iqr": result["ms_xnor_iqr"],
             "ms_torch_fp32_iqr": result["ms_torch_fp32_iqr"],
             "speedup_iqr": result["speedup_iqr"],

@@ -33,6 +33,12 @@ def test_bench_json_contract() -> None:
         assert {"name", "binary_macs", "ms_xnor", "ms_torch_fp32", "ms_xnor_iqr",
                 "ms_torch_fp32_iqr", "speedup_iqr"} <= layer.keys()
         assert layer["ms_xnor"] > 0 and layer["ms_torch_fp32"] > 0
+        # paired with the ceiling loop in the layer's own rounds: median within its quartiles
+        low, high = layer["ceiling_fraction_iqr"]
+        assert 0 < low <= layer["ceiling_fraction"] <= high < float("inf")
+        if layer["scalar_ceiling_fraction"] is not None:
+            low, high = layer["scalar_ceiling_fraction_iqr"]
+            assert 0 < low <= layer["scalar_ceiling_fraction"] <= high
     assert sum(layer["binary_macs"] for layer in out["layers"]) == cost(
         "bireal18", "cifar100"
     ).binary_macs

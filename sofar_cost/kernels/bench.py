@@ -24,7 +24,7 @@ import torch
 from rich.progress import Progress
 
 from .conv import PackedBinaryConv2d
-from .popcount import cpu_features, kernel_variant, popcount_ceilings
+from .popcount import ceiling_work, cpu_features, kernel_variant, popcount_ceilings
 
 __all__ = [
     "BIREAL18_SHAPES",
@@ -180,7 +180,8 @@ def paired_median_ms(fns: Mapping[str, Callable[[], object]], rounds: int,
     return summary
 
 
-def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict:
+def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20,
+                   ceilings: Sequence[str] = ()) -> dict:
     """Time the packed kernel (input packing included) and torch fp32 on ``shape``, in
     ``repeat`` interleaved rounds (:func:`paired_median_ms`).
 
@@ -189,6 +190,13 @@ def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict
     ``ms_torch_fp32 / ms_xnor``; ``gmacs_per_s`` counts binary MACs of the packed kernel.
     The spread: ``ms_xnor_iqr`` and ``ms_torch_fp32_iqr`` are the quartiles of each round's
     better layout, ``speedup_iqr`` those of the per-round ratio torch / xnor.
+
+    For each popcount variant in ``ceilings``, the one-thread ceiling loop of about the
+    layer's MACs runs in the same rounds (:func:`.popcount.ceiling_work`):
+    ``paired_ceiling_fraction[variant]`` is the median over rounds of the layer's rate over
+    that round's ceiling rate per thread used, ``paired_ceiling_fraction_iqr[variant]`` its
+    quartiles (ceilings timed apart move with the machine's drift: 0.66-0.98x were seen for
+    one layer on one day).
     """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape.batch, shape.in_channels, shape.height, shape.width, generator=gen)
@@ -202,17 +210,23 @@ def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict
         return torch.nn.functional.conv2d(inp, weight, stride=shape.stride,
                                           padding=shape.padding)
 
+    work = {v: ceiling_work(shape.binary_macs, v) for v in ceilings}
     with thread_count(threads), torch.inference_mode():
         timed = paired_median_ms({
             "ms_xnor_nchw": lambda: layer(x_np),
             "ms_xnor_channels_last": lambda: layer(x_cl),
             "ms_torch_nchw": lambda: conv(x, w),
             "ms_torch_channels_last": lambda: conv(x_cl, w_cl),
+            **{f"ceiling {v}": run for v, (run, _) in work.items()},
         }, repeat, min_round_s=0.002)  # fmt: skip
     xnor = np.minimum(timed["ms_xnor_nchw"]["rounds_ms"],
                       timed["ms_xnor_channels_last"]["rounds_ms"])
     fp32 = np.minimum(timed["ms_torch_nchw"]["rounds_ms"],
                       timed["ms_torch_channels_last"]["rounds_ms"])
+    fractions = {v: (shape.binary_macs / xnor) * np.array(timed[f"ceiling {v}"]["rounds_ms"])
+                 / (done * threads) for v, (_, done) in work.items()}
+    for v in work:
+        del timed[f"ceiling {v}"]
     return _with_rates({
         **asdict(shape),
         "threads": threads,
@@ -222,6 +236,9 @@ def benchmark_conv(shape: ConvShape, threads: int = 1, repeat: int = 20) -> dict
         "ms_xnor_iqr": quartiles(xnor),
         "ms_torch_fp32_iqr": quartiles(fp32),
         "speedup_iqr": quartiles(fp32 / xnor),
+        **({"paired_ceiling_fraction": {v: float(np.median(f)) for v, f in fractions.items()},
+            "paired_ceiling_fraction_iqr": {v: quartiles(f) for v, f in fractions.items()}}
+           if fractions else {}),
     })
 
 
@@ -254,14 +271,14 @@ def best_of_rounds(rounds: Sequence[dict]) -> dict:
 
 
 def benchmark_layers(shapes: Sequence[ConvShape], threads: int = 1, repeat: int = 20,
-                     progress: bool = True) -> list[dict]:
+                     progress: bool = True, ceilings: Sequence[str] = ()) -> list[dict]:
     """:func:`benchmark_conv` over ``shapes``, with a rich progress bar if ``progress``."""
     results = []
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task(f"benchmarking ({threads} thread(s))", total=len(shapes))
         for shape in shapes:
             bar.update(task, description=f"{shape.name} ({threads} thread(s))")
-            results.append(benchmark_conv(shape, threads, repeat))
+            results.append(benchmark_conv(shape, threads, repeat, ceilings))
             bar.advance(task)
     return results
 

@@ -52,6 +52,7 @@ from numba.extending import intrinsic
 __all__ = [
     "VARIANT",
     "VARIANTS",
+    "ceiling_work",
     "cpu_features",
     "emit_lane_counts",
     "emit_popcount",
@@ -356,15 +357,13 @@ def _xor_popcount_sum(variant: str) -> Callable[[np.ndarray, np.ndarray, int], i
     return xor_popcount_sum
 
 
-def measure_popcount_ceiling(seconds: float = 0.5, words: int = 1152,
-                             variant: str = VARIANT) -> float:
-    """Binary MACs/s of one thread doing XOR + popcount + add on L1-resident words, the
-    way ``variant`` counts in the convolution step (9 words per lane, 8 lanes, each loaded
-    word XORed with 4 register-resident words).
-
-    The practical ceiling of a popcount convolution on this CPU (each 64-bit word is 64
-    binary multiply-accumulates). Call it with one Numba thread; it runs serially anyway.
-    """
+def ceiling_work(macs: float, variant: str = VARIANT, words: int = 1152
+                 ) -> tuple[Callable[[], int], float]:
+    """``(run, done)``: ``run()`` does the ceiling loop of :func:`measure_popcount_ceiling`
+    (XOR + popcount + add on L1-resident words, counted as ``variant`` counts in the
+    convolution step) for about ``macs`` binary MACs, exactly ``done`` of them (compiled on
+    the first call). A benchmark times it in the same interleaved rounds as a layer, so that
+    a layer's fraction of the ceiling is paired like its other ratios."""
     if variant not in runnable_variants():
         raise ValueError(f"popcount variant {variant!r} cannot run on this CPU "
                          f"(runnable: {', '.join(runnable_variants())})")
@@ -375,22 +374,36 @@ def measure_popcount_ceiling(seconds: float = 0.5, words: int = 1152,
     m = np.repeat(rng.integers(0, 2**63, size=BLOCK_CHANNELS, dtype=np.uint64),
                   weight_lanes(variant))
     xor_popcount_sum = _xor_popcount_sum(variant)
-    xor_popcount_sum(a, m, 1)  # compile
-    repeat = 16
+    per_pass = BLOCK_CHANNELS * 64.0 * words
+    repeat = max(1, round(macs / per_pass))
+    return (lambda: xor_popcount_sum(a, m, repeat)), per_pass * repeat
+
+
+def measure_popcount_ceiling(seconds: float = 0.5, words: int = 1152,
+                             variant: str = VARIANT) -> float:
+    """Binary MACs/s of one thread doing XOR + popcount + add on L1-resident words, the
+    way ``variant`` counts in the convolution step (9 words per lane, 8 lanes, each loaded
+    word XORed with 4 register-resident words).
+
+    The practical ceiling of a popcount convolution on this CPU (each 64-bit word is 64
+    binary multiply-accumulates). Call it with one Numba thread; it runs serially anyway.
+    """
+    run, macs = ceiling_work(BLOCK_CHANNELS * 64.0 * words * 16, variant, words)
+    run()  # compile
     while True:
         t0 = time.perf_counter()
-        xor_popcount_sum(a, m, repeat)
+        run()
         dt = time.perf_counter() - t0
-        if dt > seconds / 16 or repeat > 2**30:
+        if dt > seconds / 16 or macs > 2**30 * BLOCK_CHANNELS * 64.0 * words:
             break
-        repeat *= 2
+        run, macs = ceiling_work(2 * macs, variant, words)
     best = dt
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
-        xor_popcount_sum(a, m, repeat)
+        run()
         best = min(best, time.perf_counter() - t0)
-    return BLOCK_CHANNELS * 64.0 * words * repeat / best
+    return macs / best
 
 
 def popcount_ceilings(seconds: float = 0.3) -> dict[str, float]:
