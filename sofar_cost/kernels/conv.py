@@ -245,8 +245,8 @@ class PackedBinaryConv2d:
         ``Wq`` (scratch past ``Wo``) and as many more as the last whole vector of ``LANES``
         pixels reaches into."""
         wq = plan.phase_shape[1]
-        rows = -(-(-(-plan.length // LANES) * LANES) // wq)
-        return np.empty((batch, self.weights.words.shape[0], rows, wq), np.int32)
+        written = -(-plan.length // LANES) * LANES  # the kernel writes whole vectors
+        return np.empty((batch, self.weights.words.shape[0], -(-written // wq), wq), np.int32)
 
 
 class PackedBinaryLinear:
