@@ -357,13 +357,9 @@ def _xor_popcount_sum(variant: str) -> Callable[[np.ndarray, np.ndarray, int], i
     return xor_popcount_sum
 
 
-def ceiling_work(macs: float, variant: str = VARIANT, words: int = 1152
-                 ) -> tuple[Callable[[], int], float]:
-    """``(run, done)``: ``run()`` does the ceiling loop of :func:`measure_popcount_ceiling`
-    (XOR + popcount + add on L1-resident words, counted as ``variant`` counts in the
-    convolution step) for about ``macs`` binary MACs, exactly ``done`` of them (compiled on
-    the first call). A benchmark times it in the same interleaved rounds as a layer, so that
-    a layer's fraction of the ceiling is paired like its other ratios."""
+def _ceiling_loop(variant: str, words: int) -> tuple[Callable[[int], int], float]:
+    """``(passes, macs_per_pass)``: ``passes(repeat)`` runs the ceiling loop over ``words``
+    L1-resident words ``repeat`` times (compiled on the first call)."""
     if variant not in runnable_variants():
         raise ValueError(f"popcount variant {variant!r} cannot run on this CPU "
                          f"(runnable: {', '.join(runnable_variants())})")
@@ -374,9 +370,19 @@ def ceiling_work(macs: float, variant: str = VARIANT, words: int = 1152
     m = np.repeat(rng.integers(0, 2**63, size=BLOCK_CHANNELS, dtype=np.uint64),
                   weight_lanes(variant))
     xor_popcount_sum = _xor_popcount_sum(variant)
-    per_pass = BLOCK_CHANNELS * 64.0 * words
+    return (lambda repeat: xor_popcount_sum(a, m, repeat)), BLOCK_CHANNELS * 64.0 * words
+
+
+def ceiling_work(macs: float, variant: str = VARIANT, words: int = 1152
+                 ) -> tuple[Callable[[], int], float]:
+    """``(run, done)``: ``run()`` does the ceiling loop of :func:`measure_popcount_ceiling`
+    (XOR + popcount + add on L1-resident words, counted as ``variant`` counts in the
+    convolution step) for about ``macs`` binary MACs, exactly ``done`` of them (compiled on
+    the first call). A benchmark times it in the same interleaved rounds as a layer, so that
+    a layer's fraction of the ceiling is paired like its other ratios."""
+    passes, per_pass = _ceiling_loop(variant, words)
     repeat = max(1, round(macs / per_pass))
-    return (lambda: xor_popcount_sum(a, m, repeat)), per_pass * repeat
+    return (lambda: passes(repeat)), per_pass * repeat
 
 
 def measure_popcount_ceiling(seconds: float = 0.5, words: int = 1152,
@@ -388,22 +394,23 @@ def measure_popcount_ceiling(seconds: float = 0.5, words: int = 1152,
     The practical ceiling of a popcount convolution on this CPU (each 64-bit word is 64
     binary multiply-accumulates). Call it with one Numba thread; it runs serially anyway.
     """
-    run, macs = ceiling_work(BLOCK_CHANNELS * 64.0 * words * 16, variant, words)
-    run()  # compile
+    passes, per_pass = _ceiling_loop(variant, words)
+    passes(1)  # compile
+    repeat = 16
     while True:
         t0 = time.perf_counter()
-        run()
+        passes(repeat)
         dt = time.perf_counter() - t0
-        if dt > seconds / 16 or macs > 2**30 * BLOCK_CHANNELS * 64.0 * words:
+        if dt > seconds / 16 or repeat > 2**30:
             break
-        run, macs = ceiling_work(2 * macs, variant, words)
+        repeat *= 2
     best = dt
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
-        run()
+        passes(repeat)
         best = min(best, time.perf_counter() - t0)
-    return macs / best
+    return per_pass * repeat / best
 
 
 def popcount_ceilings(seconds: float = 0.3) -> dict[str, float]:
