@@ -119,8 +119,7 @@ def relu_maxpool_nhwc_kernel(x: np.ndarray, size: int, stride: int, pad: int,
     xf, outf = x.reshape(-1), out.reshape(-1)
     row_len = width * chans
     for task in prange(n_img * out_h):
-        # bottom rows first: the conv that wrote x finished there, so they are still cached
-        n, i = task // out_h, out_h - 1 - task % out_h
+        n, i = task // out_h, task % out_h
         rows = np.zeros(row_len, x.dtype)  # relu: start from 0, not -inf
         for h in range(max(i * stride - pad, 0), min(i * stride - pad + size, height)):
             at = np.uint64((n * height + h) * row_len)
