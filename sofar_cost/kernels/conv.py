@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._conv_kernel import chunk_length, conv_kernel, kernel_weights, pack_and_conv
+from ._conv_kernel import chunk_length, kernel_weights
+from .kernel_set import kernels
 from .packing import (
     ArrayLike,
     PackedActivations,
@@ -207,8 +208,8 @@ class PackedBinaryConv2d:
         plan = self._plan_for(arr.shape[2], arr.shape[3])
         out = self.empty_output(arr.shape[0], plan)
         source, channels_last = packing_source(arr)
-        pack_and_conv(source, channels_last, *plan.layout[:2], *plan.phase_shape,
-                      *plan.kernel_args(self._kernel_weights, out))
+        kernels().pack_and_conv(source, channels_last, *plan.layout[:2], *plan.phase_shape,
+                                *plan.kernel_args(self._kernel_weights, out))
         return out
 
     def forward_packed(self, xp: PackedActivations) -> np.ndarray:
@@ -219,7 +220,8 @@ class PackedBinaryConv2d:
         plan = self._plan_for(xp.height, xp.width)
         xp = xp.with_layout(*plan.layout)
         out = self.empty_output(xp.batch, plan)
-        conv_kernel(xp.buffer, xp.plane_words, *plan.kernel_args(self._kernel_weights, out))
+        kernels().conv_kernel(xp.buffer, xp.plane_words,
+                              *plan.kernel_args(self._kernel_weights, out))
         return self.output_view(out, xp.height, xp.width)
 
     def output_view(self, out: np.ndarray, height: int, width: int) -> np.ndarray:

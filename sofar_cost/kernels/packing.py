@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._conv_kernel import empty_planes, pack_into
+from ._conv_kernel import empty_planes
+from .kernel_set import kernels
 from .quad_step import CHANNELS
 
 __all__ = ["PackedActivations", "PackedWeights", "n_words", "pack_activations", "pack_weights",
@@ -142,7 +143,7 @@ def pack_activations(x: ArrayLike, padding: int = 0, stride: int = 1,
         raise ValueError(f"pack_activations: padding={padding}, stride={stride}, "
                          f"right={right} (valid: padding >= 0, stride >= 1, right >= 0)")
     packed = _empty_packed(*arr.shape, padding, stride, right)
-    pack_into(*packing_source(arr), padding, stride, packed.words)
+    kernels().pack_into(*packing_source(arr), padding, stride, packed.words)
     return packed
 
 
