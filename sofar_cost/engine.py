@@ -38,22 +38,17 @@ from torch.nn import functional as F
 from sofar_cost.binary import BinaryConv2d, BinaryLinear, is_binary_layer, set_binarization, sign
 from sofar_cost.errors import SofarError
 from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant
-from sofar_cost.kernels._conv_kernel import conv_kernel, empty_planes, pack_into, pack_kernel
+from sofar_cost.kernels._conv_kernel import empty_planes
 from sofar_cost.kernels.bench import paired_times_ms, quartiles, thread_count
-from sofar_cost.kernels.fused import (
-    affine_kernel,
-    affine_maxpool_relu_kernel,
-    affine_pack_kernel,
-    avgpool2_kernel,
-    relu_maxpool_nhwc_kernel,
-)
+from sofar_cost.kernels.fused import classifier_head_kernel
+from sofar_cost.kernels.kernel_set import kernels
 from sofar_cost.kernels.packing import packing_source, to_numpy
 from sofar_cost.model_source import ModelSource, as_source
 from sofar_cost.models.densenet import DenseLayer, Transition
-from sofar_cost.models.layers import BinaryConvUnit
+from sofar_cost.models.layers import BinaryConvUnit, ClassifierHead
 
-__all__ = ["PackedConv", "PackedConvUnit", "PackedDenseRun", "PackedUnitRun", "TorchBinaryLayer",
-           "benchmark_end_to_end", "pack_model"]
+__all__ = ["PackedConv", "PackedConvUnit", "PackedDenseRun", "PackedHead", "PackedUnitRun",
+           "TorchBinaryLayer", "benchmark_end_to_end", "pack_model"]
 
 F64 = torch.float64
 
@@ -134,7 +129,7 @@ class PackedConv(nn.Module):
         shape = self.kernel.output_view(acc, *x.shape[2:]).shape
         out = torch.empty(shape, dtype=self.scale.dtype)
         res = None if residual is None else residual.detach().to(out.dtype).contiguous().numpy()
-        affine_kernel(acc, self.scale.numpy(), self.shift.numpy(), res, out.numpy())
+        kernels().affine_kernel(acc, self.scale.numpy(), self.shift.numpy(), res, out.numpy())
         return out.flatten(1) if self.linear else out
 
     def extra_repr(self) -> str:
@@ -193,7 +188,7 @@ class _UnitStep:
 
 class PackedUnitRun(nn.Module):
     """Consecutive :class:`PackedConvUnit` s: each unit's output pass also packs its signs
-    for the next unit (:func:`affine_pack_kernel`), so only the run's input is packed
+    for the next unit (:func:`.fused.affine_pack_kernel`), so only the run's input is packed
     from floats; the float output still feeds the next unit's shortcut.
 
     Per input size the packed planes, int32 outputs and intermediate float outputs are
@@ -210,7 +205,8 @@ class PackedUnitRun(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, height, width = x.shape
         first_pack, steps = self._steps.get((n, height, width)) or self._plan(n, height, width)
-        pack_into(*packing_source(to_numpy(x)), *first_pack)
+        k = kernels()
+        k.pack_into(*packing_source(to_numpy(x)), *first_pack)
         res_in, previous = x, None
         for unit, step in zip(self.units, steps, strict=True):
             if step.identity and previous is not None:  # NCHW, right dtype: no conversion
@@ -220,12 +216,12 @@ class PackedUnitRun(nn.Module):
             else:  # before the conv: its input is still in cache
                 res = unit.shortcut(res_in).detach().to(unit.conv.scale.dtype).contiguous()
                 res = res.numpy()
-            conv_kernel(*step.conv_args)
+            k.conv_kernel(*step.conv_args)
             out = step.out if step.pack_args else np.empty_like(step.out)
             if step.pack_args:
-                affine_pack_kernel(step.acc, *step.factors, res, out, *step.pack_args)
+                k.affine_pack_kernel(step.acc, *step.factors, res, out, *step.pack_args)
             else:
-                affine_kernel(step.acc, *step.factors, res, out)
+                k.affine_kernel(step.acc, *step.factors, res, out)
             previous = out
             res_in = torch.from_numpy(out)
         return res_in
@@ -300,17 +296,18 @@ class PackedDenseRun(nn.Module):
         buffer = torch.empty(n, total, height, width, dtype=self.convs[0].scale.dtype)
         buffer[:, :c] = x
         buf = buffer.numpy()
+        k = kernels()
         for conv, (alpha, beta) in zip(self.convs, self.affines, strict=True):
             kernel = conv.kernel
             plan = kernel._plan_for(height, width)
             pad, stride, _ = plan.layout
             packed, planes = empty_planes(n, (c + 63) // 64, stride, *plan.phase_shape)
-            pack_kernel(buf, pad, stride, planes, c, alpha, beta)
+            k.pack_kernel(buf, pad, stride, planes, c, alpha, beta)
             acc = kernel.empty_output(n, plan)
-            conv_kernel(packed, planes[0, 0].size, *plan.kernel_args(kernel._kernel_weights, acc))
+            k.conv_kernel(packed, planes[0, 0].size,
+                          *plan.kernel_args(kernel._kernel_weights, acc))
             grown = c + kernel.out_channels
-            affine_kernel(acc, conv.scale.numpy(),
-                          conv.shift.numpy(), None, buf[:, c:grown])
+            k.affine_kernel(acc, conv.scale.numpy(), conv.shift.numpy(), None, buf[:, c:grown])
             c = grown
         return buffer
 
@@ -328,7 +325,7 @@ class PackedTransition(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, height, width = x.shape
         pooled = torch.empty(n, c, height // 2, width // 2, dtype=x.dtype)
-        affine_maxpool_relu_kernel(x.detach().numpy(), *self.affine, pooled.numpy())
+        kernels().affine_maxpool_relu_kernel(x.detach().numpy(), *self.affine, pooled.numpy())
         return self.conv(pooled)
 
 
@@ -355,7 +352,7 @@ class AvgPool2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, height, width = x.shape
         out = torch.empty(n, c, height // 2, width // 2, dtype=x.dtype)
-        avgpool2_kernel(x.detach().numpy(), out.numpy())
+        kernels().avgpool2_kernel(x.detach().numpy(), out.numpy())
         return out
 
 
@@ -373,8 +370,52 @@ class ReluMaxPool(nn.Module):
         out_h, out_w = ((d + 2 * self.pad - self.size) // self.stride + 1 for d in (height, width))
         out = torch.empty(n, c, out_h, out_w, dtype=x.dtype)
         nhwc = x.detach().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
-        relu_maxpool_nhwc_kernel(nhwc.numpy(), self.size, self.stride, self.pad, out.numpy())
+        kernels().relu_maxpool_nhwc_kernel(nhwc.numpy(), self.size, self.stride, self.pad,
+                                           out.numpy())
         return out
+
+
+class PackedHead(nn.Module):
+    """:class:`ClassifierHead` (pre: nothing, ReLU, an eval BN or BN -> ReLU; anything else
+    stays a torch module run first) -> global average pool -> float linear layer, in one
+    Numba call (:func:`classifier_head_kernel`): after a float32 net has run, torch's
+    pool and linear layer took 0.43 ms of a packed bireal18, this call 0.09."""
+
+    def __init__(self, head: ClassifierHead, path: str) -> None:
+        super().__init__()
+        fc = head.fc
+        dtype = fc.weight.dtype
+        self.affine, self.relu, self.pre = None, False, None
+        steps = list(head.pre) if type(head.pre) is nn.Sequential else [head.pre]
+        steps = [m for m in steps if type(m) is not nn.Identity]
+        if steps and _foldable_bn(steps[0]):
+            self.affine = bn_affine(steps.pop(0), dtype)
+        if steps and type(steps[0]) is nn.ReLU:
+            steps.pop(0)
+            self.relu = True
+        if steps:  # a pre the kernel does not fuse: run it (packed where it can be) first
+            self.affine, self.relu = None, False
+            self.pre = _packed_or_descend(head.pre, f"{path}.pre")
+        self.register_buffer("weight", fc.weight.detach().contiguous())
+        bias = fc.bias.detach() if fc.bias is not None else torch.zeros(fc.out_features,
+                                                                         dtype=dtype)
+        self.register_buffer("bias", bias.contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre is not None:
+            x = self.pre(x)
+        out = torch.empty(x.shape[0], self.weight.shape[0], dtype=self.weight.dtype)
+        alpha, beta = self.affine if self.affine is not None else (None, None)
+        classifier_head_kernel(x.detach().numpy(), alpha, beta, self.relu,
+                               self.weight.numpy(), self.bias.numpy(), out.numpy())
+        return out
+
+
+def _packable_head(module: nn.Module) -> bool:
+    """A :class:`ClassifierHead` whose pool and classifier :class:`PackedHead` computes."""
+    return (type(module) is ClassifierHead and type(module.pool) is nn.AdaptiveAvgPool2d
+            and module.pool.output_size in (1, (1, 1)) and type(module.fc) is nn.Linear
+            and not is_binary_layer(module.fc))
 
 
 def _single(value: int | tuple[int, ...]) -> int:
@@ -500,6 +541,8 @@ def _packed(module: nn.Module, name: str) -> nn.Module | None:
             return PackedConvUnit(PackedConv.from_conv(module.conv, f"{name}.conv", module.bn),
                                   shortcut)
         return None  # descend: pack (or run in torch) the conv alone, keep BN in torch
+    if _packable_head(module):
+        return PackedHead(module, name)
     # the fused pass is BN -> max-pool -> ReLU -> 1x1; a pool-less transition runs in torch
     if (type(module) is Transition and len(module) == 4 and _foldable_bn(module[0])
             and _pointwise(module[3])):

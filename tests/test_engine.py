@@ -29,13 +29,15 @@ from sofar_cost.binary import BinaryConv2d, BinaryLinear, sign
 from sofar_cost.engine import (
     PackedConv,
     PackedConvUnit,
+    PackedHead,
     TorchBinaryLayer,
     benchmark_end_to_end,
     pack_model,
 )
 from sofar_cost.errors import SofarError
+from sofar_cost.kernels.bench import thread_count
 from sofar_cost.models import PRESETS, create_model, list_models
-from sofar_cost.models.layers import DATASETS
+from sofar_cost.models.layers import DATASETS, ClassifierHead
 
 IMAGENET_WIDTH = 8  # reduced widths keep ImageNet nets fast; every block type is still built
 # The larq-zoo presets are ImageNet only, and some (AlexNet's dense layers) need 224x224.
@@ -95,6 +97,14 @@ def test_every_preset_equals_torch(name: str, dataset: str) -> None:
     assert max_rel_error(model, IMAGE_SIZE[dataset], torch.float64) < 1e-9
     if name in FAMILY_REPRESENTATIVES:
         assert max_rel_error(model, IMAGE_SIZE[dataset], torch.float32) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["bireal18", "binarydensenet28"])
+def test_one_thread_engine_equals_torch(name: str) -> None:
+    """At one thread the engine runs the kernels' serial twins (kernels.kernel_set)."""
+    model = randomized(create_model(name, "imagenet", IMAGENET_WIDTH))
+    with thread_count(1):
+        assert max_rel_error(model, 64, torch.float64) < 1e-9
 
 
 @pytest.mark.parametrize("name", [
@@ -210,7 +220,26 @@ def test_dense_runs_and_transitions_are_fused() -> None:
     packed = pack_model(create_model("binarydensenet28", "cifar100"))
     kinds = [type(m).__name__ for m in packed.modules()]
     assert kinds.count("PackedDenseRun") == 4 and kinds.count("PackedTransition") == 3
-    assert "DenseLayer" not in kinds and "BatchNorm2d" in kinds  # only the head's BN is left
+    assert "DenseLayer" not in kinds and "BatchNorm2d" not in kinds  # the head's is fused
+    assert kinds.count("PackedHead") == 1
+
+
+@pytest.mark.parametrize("pre", [nn.Identity(), nn.ReLU(), nn.BatchNorm2d(6),
+                                 nn.Sequential(nn.BatchNorm2d(6), nn.ReLU()),
+                                 nn.Sequential(nn.BatchNorm2d(6), nn.Hardtanh())])
+def test_classifier_head_equals_torch(pre: nn.Module) -> None:
+    """The head's pre (fused when BN and/or ReLU, else run first), pool and classifier,
+    on channels-last and NCHW input."""
+    head = randomized(ClassifierHead(6, 5, pre=pre)).double()
+    packed = pack_model(head)
+    assert isinstance(packed, PackedHead)
+    assert (packed.pre is None) == (type(pre) is not nn.Sequential or len(pre) < 2
+                                    or type(pre[1]) is nn.ReLU)
+    x = torch.randn(3, 6, 5, 4, generator=torch.manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        for layout in (torch.contiguous_format, torch.channels_last):
+            got = packed(x.contiguous(memory_format=layout))
+            torch.testing.assert_close(got, head(x), rtol=1e-12, atol=1e-12)
 
 
 class SwitchedConv(BinaryConv2d):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,14 @@ from sofar_cost.solver import Budget, solve_width
 
 
 def synthetic(seed: int = 0) -> dict[str, dict[str, float]]:
-    """Made-up, distinct coefficients for every kind (ms per call and per unit of work)."""
-    rng = np.random.default_rng(seed)
-    return {kind: {"per_call": float(rng.uniform(1e-3, 1e-2)),
-                   **{f: float(rng.uniform(1e-8, 1e-6)) for f in features}}
-            for kind, features in FEATURES.items()}
+    """Made-up, distinct coefficients for every kind (ms per call and per unit of work);
+    each kind draws from its own seed, so adding a kind leaves the others' values alone."""
+    coefficients = {}
+    for kind, features in FEATURES.items():
+        rng = np.random.default_rng([seed, zlib.crc32(kind.encode())])
+        coefficients[kind] = {"per_call": float(rng.uniform(1e-3, 1e-2)),
+                              **{f: float(rng.uniform(1e-8, 1e-6)) for f in features}}
+    return coefficients
 
 
 def write(path: Path, key: dict | None = None, **changes) -> Path:
@@ -77,6 +81,7 @@ def test_packed_bireal18_is_read_off_the_engine():
     assert packed["binary_conv"] == 16 and "conv3x3" not in packed and "add" not in packed
     assert "batchnorm" not in packed and packed["relu_maxpool"] == 1
     assert packed["avgpool2"] == packed["pointwise_matmul"] == 3 and "conv1x1" not in packed
+    assert packed["classifier_head"] == 1 and "linear" not in packed and "mean" not in packed
     assert fp32["conv3x3"] == 16 and fp32["add"] == 16 and fp32["batchnorm"] == 20
     assert "binary_conv" not in fp32
 

@@ -41,7 +41,7 @@ from sofar_cost.errors import SofarError
 from sofar_cost.latency.ops import FEATURES, SIDES, Op, engine_ops, packed_ops
 from sofar_cost.models import create_model
 from sofar_cost.models.densenet import DenseLayer, Transition
-from sofar_cost.models.layers import BinaryConvUnit, Join
+from sofar_cost.models.layers import BinaryConvUnit, ClassifierHead, Join
 from sofar_cost.results import CalibrationRun
 
 FORMAT = "sofar-cost-latency-calibration"
@@ -64,6 +64,7 @@ KEY_FIELDS = ("cpu", "kernel_variant", "threads", "package_version")
 FIT_ORDER = ("module_call", "layout_copy", "relu", "elementwise", "add", "batchnorm", "concat",
              "mean", "join_mean", "join_mean_strided", "mixed_layout", "maxpool", "avgpool",
              "avgpool2", "relu_maxpool", "linear", "pointwise_matmul", "bn_maxpool_relu",
+             "classifier_head",
              "conv1x1", "conv7x7", "conv3x3", "conv_grouped", "binary_conv")
 
 
@@ -271,6 +272,11 @@ def samples() -> list[Sample]:
         out.append(Sample(f"transition {cin}->{cout} {h}x{h}", "bn_maxpool_relu",
                           lambda cin=cin, cout=cout: Transition(cin, cout),
                           (1, cin, h, h), "packed", channels_last=False))
+    for c, h, pre in ((256, 7, "none"), (328, 7, "none"), (512, 7, "none"), (1024, 7, "relu"),
+                      (576, 7, "bn+relu"), (1024, 7, "bn+relu"), (512, 14, "relu")):
+        out.append(Sample(f"classifier head {pre} {c}x{h}x{h}->1000", "classifier_head",
+                          lambda c=c, pre=pre: ClassifierHead(c, 1000, pre=_head_pre(pre, c)),
+                          (1, c, h, h), "packed", channels_last=False))
     for cin, cout, h in ((32, 64, 28), (64, 128, 14), (128, 256, 7), (256, 512, 4),
                          (41, 82, 28), (164, 328, 7), (256, 128, 56), (512, 256, 28),
                          (640, 320, 14), (448, 166, 28)):
@@ -326,6 +332,12 @@ def network_samples() -> list[Sample]:
                    lambda name=name, width=width, side=side: build(name, width, side),
                    (1, 3, NETWORK_SIZE, NETWORK_SIZE), side, pair="networks")
             for name, width in NETWORKS for side in SIDES]
+
+
+def _head_pre(pre: str, channels: int) -> nn.Module:
+    """A classifier head's pre as the presets build them: none, ReLU, or BN -> ReLU."""
+    return {"none": nn.Identity(), "relu": nn.ReLU(),
+            "bn+relu": nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())}[pre]
 
 
 def _fp_conv_of(unit: nn.Module) -> nn.Module:
@@ -621,6 +633,9 @@ def read_calibration(path: Path) -> Calibration:
         raise SofarError(f"{path}: calibration has no 'coefficients' table")
     for kind, features in FEATURES.items():
         coef = coefficients.get(kind)
+        if coef is None:
+            raise SofarError(f"{path}: calibration has no coefficients for {kind!r} (made by "
+                             "an older sofar-cost); recalibrate with 'sofar-cost calibrate'")
         want = ("per_call", *features)
         if not isinstance(coef, dict) or not all(_non_negative(coef.get(f)) for f in want):
             raise SofarError(f"{path}: calibration coefficients for {kind!r} must give "

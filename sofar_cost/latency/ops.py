@@ -12,7 +12,9 @@ call Numba kernels (invisible to torch) are costed by their type, from the shape
   XNOR-popcount kernel, and the affine output pass with folded BN and fused residual;
 - ``avgpool2`` (:class:`~sofar_cost.engine.AvgPool2`), ``relu_maxpool``
   (:class:`~sofar_cost.engine.ReluMaxPool`, the stem) and ``bn_maxpool_relu`` (the fused pass
-  of a :class:`~sofar_cost.engine.PackedTransition`).
+  of a :class:`~sofar_cost.engine.PackedTransition`);
+- ``classifier_head`` (:class:`~sofar_cost.engine.PackedHead`): [BN] [ReLU], global average
+  pool and the float classifier in one call.
 
 Every torch op the packed model still runs (float convs with BN folded, the pointwise convs as
 ``baddbmm`` (``pointwise_matmul``), layout copies, dilated/grouped or real-input binary layers
@@ -62,6 +64,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "avgpool2": ("io_elems",),
     "relu_maxpool": ("io_elems",),
     "bn_maxpool_relu": ("io_elems",),
+    "classifier_head": ("in_elems", "macs"),
     "batchnorm": ("io_elems",),
     "relu": ("io_elems",),
     "add": ("io_elems",),
@@ -259,6 +262,10 @@ def _kernel_ops(module: nn.Module, layer: str, args: tuple[Any, ...], out: Any) 
         grown = itertools.accumulate([chans] + [c.kernel.out_channels for c in module.convs])
         return [_binary_conv(conv.kernel.name, conv.kernel, (n, c, height, width), False)
                 for conv, c in zip(module.convs, grown, strict=False)]
+    if kind is engine.PackedHead:  # its pre, if not fused, ran as torch ops before
+        classes = module.weight.shape[0]
+        return [Op(layer, "classifier_head", (float(_numel(x.shape)),
+                                              float(n * chans * classes)))]
     passes = {engine.AvgPool2: "avgpool2", engine.ReluMaxPool: "relu_maxpool",
               engine.PackedTransition: "bn_maxpool_relu"}
     if kind not in passes:
