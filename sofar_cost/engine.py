@@ -14,7 +14,11 @@ and binarydensenet28 at one thread guided the rest (see ``docs`` in the README):
   input took a slow path: 0.3-0.6 ms per Bi-Real shortcut);
 - a run of DenseNet layers (BN -> sign -> conv, concatenated) writes into one preallocated
   buffer instead of concatenating, and BN + sign are one thresholded packing pass over it;
-  the transition's BN -> MaxPool -> ReLU is one pass too.
+  the transition's BN -> MaxPool -> ReLU is one pass too;
+- the classifier head ([BN] [ReLU], global average pool, float linear layer) is one call
+  (:class:`PackedHead`).
+
+Kernels come from :func:`.kernels.kernel_set.kernels`: serial twins at one Numba thread.
 
 Binary layers the kernels cannot run (dilation, groups, a real-valued input) run in torch
 with their binarized weights precomputed (:class:`TorchBinaryLayer`), so logits stay equal.

@@ -179,6 +179,21 @@ def test_wrong_input_channels_raise() -> None:
         layer(torch.randn(1, 15, 4, 4))
 
 
+def test_output_buffer_is_reused_or_refused() -> None:
+    """``out`` (a layer's own output buffer) is written again; one of another shape,
+    dtype or layout is refused, naming what would do."""
+    w = torch.randn(8, 16, 3, 3)
+    layer = PackedBinaryConv2d.from_weight(w, padding=1, name="c")
+    x, y = torch.randn(2, 16, 6, 7), torch.randn(2, 16, 6, 7)
+    out = layer.accumulate(x)
+    got = layer(y, out)
+    assert np.shares_memory(got, out)
+    np.testing.assert_array_equal(got, reference(y, w, 1, 1))
+    for wrong in (out[:1], out.astype(np.int64), np.asfortranarray(out)):
+        with pytest.raises(ValueError, match=r"c: out must be a C-contiguous int32 array"):
+            layer(y, wrong)
+
+
 def test_variant_ceiling_and_benchmark_api() -> None:
     assert kernel_variant() == runnable_variants()[0]
     assert set(runnable_variants()) <= set(VARIANTS)

@@ -191,22 +191,31 @@ class PackedBinaryConv2d:
         p, s = self.padding, self.stride
         return p, s, max(0, s * self.output_hw(width, width)[1] - width - p)
 
-    def __call__(self, x: ArrayLike) -> np.ndarray:
-        """Convolve a float NCHW batch (signs taken by the packing, in the same Numba call)."""
+    def __call__(self, x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+        """Convolve a float NCHW batch (signs taken by the packing, in the same Numba call);
+        ``out``: see :meth:`accumulate`."""
         arr = to_numpy(x)
-        return self.output_view(self.accumulate(arr), arr.shape[2], arr.shape[3])
+        return self.output_view(self.accumulate(arr, out), arr.shape[2], arr.shape[3])
 
-    def accumulate(self, x: ArrayLike) -> np.ndarray:
+    def accumulate(self, x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`__call__`'s result as the kernel wrote it: the C-contiguous
         [N, Cout_pad, rows, Wq] int32 buffer (:meth:`empty_output`) whose top-left
         [N, Cout, Ho, Wo] is the output. The engine's fused passes read it this way: a
-        contiguous row reads as one vector, the [N, Cout, Ho, Wo] view's rows did not."""
+        contiguous row reads as one vector, the [N, Cout, Ho, Wo] view's rows did not.
+
+        ``out``: that buffer to write into (reused, as the engine reuses its buffers); by
+        default a new one."""
         arr = to_numpy(x)
         if arr.ndim != 4 or arr.shape[1] != self.in_channels:
             raise ValueError(f"{self.name}: expected input [N, {self.in_channels}, H, W], "
                              f"got {tuple(arr.shape)}")
         plan = self._plan_for(arr.shape[2], arr.shape[3])
-        out = self.empty_output(arr.shape[0], plan)
+        shape = self.output_shape(arr.shape[0], plan)
+        if out is None:
+            out = np.empty(shape, np.int32)
+        elif out.shape != shape or out.dtype != np.int32 or not out.flags.c_contiguous:
+            raise ValueError(f"{self.name}: out must be a C-contiguous int32 array of shape "
+                             f"{shape} (empty_output), got {out.dtype} {tuple(out.shape)}")
         source, channels_last = packing_source(arr)
         kernels().pack_and_conv(source, channels_last, *plan.layout[:2], *plan.phase_shape,
                                 *plan.kernel_args(self._kernel_weights, out))
@@ -246,9 +255,13 @@ class PackedBinaryConv2d:
         """The kernel's int32 output, C-contiguous [N, Cout_pad, rows, Wq]: ``Ho`` rows of
         ``Wq`` (scratch past ``Wo``) and as many more as the last whole vector of ``LANES``
         pixels reaches into."""
+        return np.empty(self.output_shape(batch, plan), np.int32)
+
+    def output_shape(self, batch: int, plan: _Plan) -> tuple[int, int, int, int]:
+        """The shape of :meth:`empty_output`."""
         wq = plan.phase_shape[1]
         written = -(-plan.length // LANES) * LANES  # the kernel writes whole vectors
-        return np.empty((batch, self.weights.words.shape[0], -(-written // wq), wq), np.int32)
+        return batch, self.weights.words.shape[0], -(-written // wq), wq
 
 
 class PackedBinaryLinear:
