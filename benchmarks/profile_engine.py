@@ -31,6 +31,7 @@ from sofar_cost.kernels.bench import thread_count
 from sofar_cost.models import create_model
 
 FUSED = {"PackedConv", "PackedUnitRun", "PackedDenseRun", "PackedTransition", "PointwiseConv",
+         "PackedHead",
          "TorchBinaryLayer"}
 
 
