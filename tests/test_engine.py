@@ -35,7 +35,6 @@ from sofar_cost.engine import (
     pack_model,
 )
 from sofar_cost.errors import SofarError
-from sofar_cost.kernels.bench import thread_count
 from sofar_cost.models import PRESETS, create_model, list_models
 from sofar_cost.models.layers import DATASETS, ClassifierHead
 
@@ -100,11 +99,10 @@ def test_every_preset_equals_torch(name: str, dataset: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["bireal18", "binarydensenet28"])
-def test_one_thread_engine_equals_torch(name: str) -> None:
-    """At one thread the engine runs the kernels' serial twins (kernels.kernel_set)."""
+def test_parallel_engine_equals_torch(name: str, two_threads: None) -> None:
+    """The parallel kernels (the other engine tests run the serial twins: conftest)."""
     model = randomized(create_model(name, "imagenet", IMAGENET_WIDTH))
-    with thread_count(1):
-        assert max_rel_error(model, 64, torch.float64) < 1e-9
+    assert max_rel_error(model, 64, torch.float64) < 1e-9
 
 
 @pytest.mark.parametrize("name", [

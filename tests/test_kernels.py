@@ -26,9 +26,8 @@ from sofar_cost.kernels.bench import (
     best_of_rounds,
     paired_median_ms,
     quartiles,
-    thread_count,
 )
-from sofar_cost.kernels.kernel_set import SERIAL, kernels
+from sofar_cost.kernels.kernel_set import PARALLEL, SERIAL, kernels
 from sofar_cost.kernels.popcount import VARIANTS, _xor_popcount_sum, weight_lanes
 from sofar_cost.kernels.targets import KERNELS, kernel_env
 
@@ -77,21 +76,26 @@ def test_conv_matches_torch(n: int, cin: int, cout: int, size: int, k: int, stri
     assert out.dtype == np.int32
 
 
-def test_one_thread_runs_the_serial_twins_exactly() -> None:
-    """At one thread the layers call the serial twins, which call serial twins only, and
-    compute what the parallel kernels do (every other test runs Numba's default threads)."""
+def test_serial_twins_call_serial_twins() -> None:
+    """At one thread (the test session's) the layers call the serial twins, which call
+    serial twins only: their results are what every other kernel test checks."""
     assert SERIAL.pack_and_conv.py_func.__globals__["conv_kernel"] is SERIAL.conv_kernel
     assert SERIAL.pack_and_conv.py_func.__globals__["pack_into"] is SERIAL.pack_into
     assert SERIAL.pack_into.py_func.__globals__["pack_kernel"] is SERIAL.pack_kernel
     assert SERIAL.affine_pack_kernel.py_func.__globals__["affine_kernel"] is SERIAL.affine_kernel
     assert all(not getattr(SERIAL, f).targetoptions.get("parallel") for f in vars(SERIAL))
-    with thread_count(1):
-        assert kernels() is SERIAL
-        for n, cin, cout, size, k, stride, pad in CASES[1:4]:
-            x = torch.randn(n, cin, size, size + 1, generator=torch.manual_seed(cin))
-            w = torch.randn(cout, cin, k, k, generator=torch.manual_seed(cout))
-            out = PackedBinaryConv2d.from_weight(w, stride, pad)(x)
-            np.testing.assert_array_equal(out, reference(x, w, stride, pad))
+    assert kernels() is SERIAL
+
+
+@pytest.mark.parametrize(("n", "cin", "cout", "size", "k", "stride", "pad"),
+                         [CASES[1], CASES[3], CASES[-1]])
+def test_parallel_kernels_match_torch(n: int, cin: int, cout: int, size: int, k: int,
+                                      stride: int, pad: int, two_threads: None) -> None:
+    assert kernels() is PARALLEL
+    x = torch.randn(n, cin, size, size + 1, generator=torch.manual_seed(cin))
+    w = torch.randn(cout, cin, k, k, generator=torch.manual_seed(cout))
+    out = PackedBinaryConv2d.from_weight(w, stride, pad)(x)
+    np.testing.assert_array_equal(out, reference(x, w, stride, pad))
 
 
 def test_channels_last_and_planar_packing_agree() -> None:
