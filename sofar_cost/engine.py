@@ -408,6 +408,9 @@ class PackedHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre is not None:
             x = self.pre(x)
+        if x.dim() != 4 or x.shape[1] != self.weight.shape[1]:
+            raise SofarError(f"classifier head: expected input [N, {self.weight.shape[1]}, H, W], "
+                             f"got {tuple(x.shape)}")
         out = torch.empty(x.shape[0], self.weight.shape[0], dtype=self.weight.dtype)
         alpha, beta = self.affine if self.affine is not None else (None, None)
         classifier_head_kernel(x.detach().numpy(), alpha, beta, self.relu,

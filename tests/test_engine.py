@@ -238,6 +238,9 @@ def test_classifier_head_equals_torch(pre: nn.Module) -> None:
         for layout in (torch.contiguous_format, torch.channels_last):
             got = packed(x.contiguous(memory_format=layout))
             torch.testing.assert_close(got, head(x), rtol=1e-12, atol=1e-12)
+        if packed.pre is None:  # else torch's own module refuses it first
+            with pytest.raises(SofarError, match=r"expected input \[N, 6, H, W\], got "):
+                packed(x[:, :5])
 
 
 class SwitchedConv(BinaryConv2d):
