@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
+from sofar_cost.kernels.bench import quartiles
+
 WORKER = r"""
 import json, sys, time
 import numba, torch
@@ -94,7 +96,7 @@ def main() -> None:
         proc.stdin.close()
         proc.wait()
     a, b = np.array(medians[0]), np.array(medians[1])
-    q1, q3 = np.percentile(b / a, [25, 75])
+    q1, q3 = quartiles(b / a)
     state = "after a float32 forward each" if args.cold else "back to back"
     print(f"{args.model} ({state}): A {np.median(a):.3f} ms, B {np.median(b):.3f} ms; "
           f"B / A per block: median {np.median(b / a):.3f} (quartiles {q1:.3f}-{q3:.3f}, "

@@ -18,17 +18,17 @@ Prints each one's rate as a multiple of the scalar ceiling (median over rounds, 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import numba
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sofar_cost.kernels import PackedBinaryConv2d, kernel_variant
+from sofar_cost.kernels.bench import paired_times_ms, quartiles
 from sofar_cost.kernels.kernel_set import kernels
 from sofar_cost.kernels.packing import pack_activations
 from sofar_cost.kernels.popcount import ceiling_work
@@ -82,27 +82,20 @@ def main() -> None:
         macs |= dict.fromkeys(calls, n)
     run, done = ceiling_work(1e8, "scalar-popcnt")
     fns["ceiling"] = run
-    for fn in fns.values():  # compile, warm up
-        fn()
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    with Progress(transient=True) as bar:
-        task = bar.add_task("interleaved rounds", total=args.rounds)
-        for r in range(args.rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                start = time.perf_counter()
-                fns[name]()
-                times[name].append(time.perf_counter() - start)
-            bar.advance(task)
-    ceiling = done / np.array(times.pop("ceiling"))
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    with Progress(*columns, transient=True) as bar:
+        bar.add_task(f"{len(fns)} calls in {args.rounds} interleaved rounds")
+        seconds = {name: np.array(ms) / 1e3
+                   for name, ms in paired_times_ms(fns, args.rounds).items()}
+    ceiling = done / seconds.pop("ceiling")
     table = Table(title=f"{kernel_variant()}, 1 thread: rate / scalar-popcnt ceiling "
                         f"({np.median(ceiling) / 1e9:.0f} G binary MACs/s, same rounds)")
     for column in ("", "ms", "G MACs/s", "x scalar ceiling", "quartiles"):
         table.add_column(column, justify="left" if not column else "right")
-    for name, t in times.items():
-        rate = macs[name] / np.array(t)
+    for name, t in seconds.items():
+        rate = macs[name] / t
         ratio = rate / ceiling
-        q1, q3 = np.percentile(ratio, [25, 75])
+        q1, q3 = quartiles(ratio)
         table.add_row(name, f"{1e3 * np.median(t):.3f}", f"{np.median(rate) / 1e9:.0f}",
                       f"{np.median(ratio):.3f}", f"{q1:.3f}-{q3:.3f}")
     Console().print(table)

@@ -108,7 +108,6 @@ def bench_model_layers(
     with thread_count(1):  # before and after the layers, the better: the machine drifts
         ceilings = {v: max(g, g_after) for (v, g), g_after in
                     zip(before.items(), popcount_ceilings(seconds=0.15).values(), strict=True)}
-    ceiling = ceilings[kernel_variant()] * 1e9
     layers = []
     for shape in shapes:
         result = timed[_shape_key(shape)]
@@ -138,7 +137,8 @@ def bench_model_layers(
     total_xnor = sum(layer["ms_xnor"] for layer in layers)
     total_torch = sum(layer["ms_torch_fp32"] for layer in layers)
     return LayerBench(
-        source.name, source.label(dataset), threads, kernel_variant(), ceiling / 1e9, ceilings,
+        source.name, source.label(dataset), threads, kernel_variant(),
+        ceilings[kernel_variant()], ceilings,
         repeat, layers,
         total_binary_macs=sum(layer["binary_macs"] for layer in layers),
         total_ms_xnor=total_xnor,
