@@ -30,6 +30,7 @@ from sofar_cost.engine import (
     PackedConv,
     PackedConvUnit,
     PackedHead,
+    PackedUnitRun,
     TorchBinaryLayer,
     benchmark_end_to_end,
     pack_model,
@@ -132,7 +133,9 @@ def test_structure_and_original_untouched() -> None:
     assert sum(isinstance(m, PackedConvUnit) for m in packed.modules()) == 16
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert any(isinstance(m, BinaryConv2d) for m in model.modules())
-    out = packed.stages[0][0](torch.randn(1, 64, 8, 8))
+    # the four stages are one run: each stage's last unit packs the next stage's input
+    assert [type(m) for m in packed.stages] == [PackedUnitRun]
+    out = packed.stages[0].units[0](torch.randn(1, 64, 8, 8))
     assert out.is_contiguous()  # NCHW: the layout the next layer packs without a copy
     assert packed(torch.randn(1, 3, 32, 32)).shape == (1, 100)  # outside no_grad too
 
