@@ -8,7 +8,10 @@ thread, this process's kernel variant (run it in the environment of
   (small planes waste the 2 padding columns each output row computes: 2/9 at 7x7);
 - for one shape (``--layer``), what a layer call adds: packing its float input
   (``pack_and_conv``, NCHW and channels-last) and a new output array per call
-  (``PackedBinaryConv2d.__call__``).
+  (``PackedBinaryConv2d.__call__``);
+- the ceiling loop of the kernel's own popcount variant (not ``scalar-popcnt``): how far
+  its way of counting can go past the scalar ceiling in the same rounds, which bounds
+  every conv's row.
 
     python benchmarks/conv_efficiency.py [--rounds 30] [--layer 64 56]
 
@@ -82,6 +85,9 @@ def main() -> None:
         macs |= dict.fromkeys(calls, n)
     run, done = ceiling_work(1e8, "scalar-popcnt")
     fns["ceiling"] = run
+    if kernel_variant() != "scalar-popcnt":  # what this variant's counting itself reaches
+        own, macs[f"ceiling loop {kernel_variant()}"] = ceiling_work(1e8)
+        fns[f"ceiling loop {kernel_variant()}"] = own
     columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
     with Progress(*columns, transient=True) as bar:
         bar.add_task(f"{len(fns)} calls in {args.rounds} interleaved rounds")
