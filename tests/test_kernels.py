@@ -76,6 +76,18 @@ def test_conv_matches_torch(n: int, cin: int, cout: int, size: int, k: int, stri
     assert out.dtype == np.int32
 
 
+@pytest.mark.parametrize("kernel_hw", [(1, 9), (9, 1)])
+def test_nine_taps_that_are_not_a_square(kernel_hw: tuple[int, int]) -> None:
+    """The step reads a square kernel's taps rowwise where their offsets run in rows of
+    consecutive words: a 1x9 kernel's do (read as three rows of three), a 9x1 kernel's do not
+    (read one start per tap). Both exact, in the 3x3 conv's own compiled code (9 taps)."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 70, 12, 13, generator=gen)
+    w = torch.randn(10, 70, *kernel_hw, generator=gen)
+    out = PackedBinaryConv2d.from_weight(w, 1, 1)(x)
+    np.testing.assert_array_equal(out, reference(x, w, 1, 1))
+
+
 def test_serial_twins_call_serial_twins() -> None:
     """At one thread (the test session's) the layers call the serial twins, which call
     serial twins only: their results are what every other kernel test checks."""

@@ -189,7 +189,8 @@ def conv_kernel(
 
     xf: flat packed input (image n, word k starts at ``(n * words + k) * in_plane``);
     wt: [Cout_pad, words, taps * WEIGHT_LANES] weight words (:func:`kernel_weights`);
-    offsets: word offset of each tap (a tuple, so the step unrolls over taps). Output pixel q
+    offsets: word offset of each tap (a tuple, so the step unrolls over taps; a stride-1
+    square kernel's read from one start per row, see :func:`quad_step`). Output pixel q
     of a plane (``length`` pixels, row length ``Wq``) is
     ``base[c, q % Wq + ...] - 2 * sum popcount``, computed by :func:`quad_step` for 8 pixels
     x 4 channels at a time: each loaded input vector meets four channels' weights (2
