@@ -55,9 +55,9 @@ def quad_step(typingctx, x, x_at, offsets, w, w_at, w_row, src, src_at, src_row,
     planes) from one start per tap. Why: ``k * k`` start registers, with the scalar
     ``popcnt`` slots' registers, did not fit in x86's 16 general registers, and the AVX2 step
     reloaded them from the stack (126 stack loads in its 870-instruction loop on a 3x3
-    conv). The two code paths ran the AVX2 build of the Bi-Real 3x3
-    stride-1 convs 0.83-0.85x the time and the AVX-512 build 0.93-0.97x (conv alone, paired
-    rounds, Zen 4), for 0.1-0.5 s more compile time of a 3x3 step.
+    conv). The two code paths ran the AVX2 build of the Bi-Real 3x3 stride-1 convs
+    0.83-0.85x the time and the AVX-512 build 0.93-0.97x (conv alone, paired rounds, Zen 4),
+    for 0.1-0.5 s more compile time of a 3x3 step.
     """
     words = types.Array(types.uint64, 1, "C")
     counts = types.Array(types.int32, 1, "C")
