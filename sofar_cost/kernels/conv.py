@@ -210,12 +210,13 @@ class PackedBinaryConv2d:
             raise ValueError(f"{self.name}: expected input [N, {self.in_channels}, H, W], "
                              f"got {tuple(arr.shape)}")
         plan = self._plan_for(arr.shape[2], arr.shape[3])
-        shape = self.output_shape(arr.shape[0], plan)
         if out is None:
-            out = np.empty(shape, np.int32)
-        elif out.shape != shape or out.dtype != np.int32 or not out.flags.c_contiguous:
-            raise ValueError(f"{self.name}: out must be a C-contiguous int32 array of shape "
-                             f"{shape} (empty_output), got {out.dtype} {tuple(out.shape)}")
+            out = self.empty_output(arr.shape[0], plan)
+        else:
+            shape = self.output_shape(arr.shape[0], plan)
+            if out.shape != shape or out.dtype != np.int32 or not out.flags.c_contiguous:
+                raise ValueError(f"{self.name}: out must be a C-contiguous int32 array of shape "
+                                 f"{shape} (empty_output), got {out.dtype} {tuple(out.shape)}")
         source, channels_last = packing_source(arr)
         kernels().pack_and_conv(source, channels_last, *plan.layout[:2], *plan.phase_shape,
                                 *plan.kernel_args(self._kernel_weights, out))
