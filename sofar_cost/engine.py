@@ -180,6 +180,46 @@ class PackedConvUnit(nn.Module):
         return self.conv(x, residual)
 
 
+class _Shortcut:
+    """A unit's residual inside a :class:`PackedUnitRun`, from the previous unit's float
+    output (NCHW numpy). The general case runs the shortcut module in torch."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
+        self.module, self.dtype = module, dtype
+
+    def __call__(self, previous: np.ndarray) -> np.ndarray:
+        res = self.module(torch.from_numpy(previous)).detach()
+        return res.to(self.dtype).contiguous().numpy()
+
+
+class _IdentityShortcut(_Shortcut):
+    """``nn.Identity``: the previous output as it is (NCHW, the unit's dtype: no copy)."""
+
+    def __call__(self, previous: np.ndarray) -> np.ndarray:
+        return previous
+
+
+class _PooledPointwise(_Shortcut):
+    """Bi-Real's downsampling shortcut, AvgPool2 -> PointwiseConv (BN folded), into buffers
+    allocated once: no module calls, tensor conversions or allocations per forward (on a
+    packed bireal18, ~0.07 ms per shortcut measured outside its two kernels)."""
+
+    def __init__(self, shortcut: nn.Sequential, pointwise: PointwiseConv, n: int, height: int,
+                 width: int) -> None:
+        super().__init__(shortcut, pointwise.weight.dtype)
+        weight = pointwise.weight
+        pooled = torch.empty(n, weight.shape[1], height // 2, width // 2, dtype=weight.dtype)
+        self.pooled, self.flat = pooled.numpy(), pooled.view(n, weight.shape[1], -1)
+        self.weight, self.bias = weight.expand(n, -1, -1), pointwise.bias
+        self.out = torch.empty(n, weight.shape[0], *pooled.shape[2:], dtype=weight.dtype)
+        self.flat_out = self.out.view(n, weight.shape[0], -1)
+
+    def __call__(self, previous: np.ndarray) -> np.ndarray:
+        kernels().avgpool2_kernel(previous, self.pooled)
+        torch.baddbmm(self.bias, self.weight, self.flat, out=self.flat_out)  # as PointwiseConv
+        return self.out.numpy()
+
+
 @dataclass
 class _UnitStep:
     """One unit of a :class:`PackedUnitRun` at one input size, its buffers allocated once."""
@@ -189,7 +229,7 @@ class _UnitStep:
     out: np.ndarray  # float output (reused, except the run's last, which is returned)
     pack_args: tuple  # (pad, stride, planes) of the next unit's packed input, or ()
     factors: tuple  # (scale, shift) as numpy arrays
-    identity: bool  # the shortcut is nn.Identity: the residual is the unit's input as is
+    shortcut: _Shortcut | None  # the residual from the previous output, or no residual
 
 
 class PackedUnitRun(nn.Module):
@@ -198,10 +238,11 @@ class PackedUnitRun(nn.Module):
     (:func:`.fused.affine_pack_kernel`), so only the run's input is packed from floats; the
     float output still feeds the next unit's shortcut.
 
-    Per input size the packed planes, int32 outputs and intermediate float outputs are
-    allocated once and reused (the packing writes only pixel words, so borders stay 0):
-    the per-call Python and allocation work measured ~75 us per unit before. The module is
-    therefore not reentrant (one forward at a time), as with any inference buffer reuse.
+    Per input size the packed planes, int32 outputs, intermediate float outputs and the
+    buffers of Bi-Real's downsampling shortcuts are allocated once and reused (the packing
+    writes only pixel words, so borders stay 0): the per-call Python and allocation work
+    measured ~75 us per unit before. The module is therefore not reentrant (one forward at a
+    time), as with any inference buffer reuse.
     """
 
     def __init__(self, units: list[PackedConvUnit]) -> None:
@@ -214,24 +255,19 @@ class PackedUnitRun(nn.Module):
         first_pack, steps = self._steps.get((n, height, width)) or self._plan(n, height, width)
         k = kernels()
         k.pack_into(*packing_source(to_numpy(x)), *first_pack)
-        res_in, previous = x, None
-        for unit, step in zip(self.units, steps, strict=True):
-            if step.identity and previous is not None:  # NCHW, right dtype: no conversion
-                res = previous
-            elif unit.shortcut is None:
-                res = None
-            else:  # before the conv: its input is still in cache
-                res = unit.shortcut(res_in).detach().to(unit.conv.scale.dtype).contiguous()
-                res = res.numpy()
-            k.conv_kernel(*step.conv_args)
-            out = step.out if step.pack_args else np.empty_like(step.out)
+        previous = None  # the run's input as NCHW numpy, where the first unit has a residual
+        if steps[0].shortcut is not None:
+            previous = x.detach().to(steps[0].shortcut.dtype).contiguous().numpy()
+        for step in steps:
+            res = None if step.shortcut is None else step.shortcut(previous)
+            k.conv_kernel(*step.conv_args)  # after the shortcut: its input was in cache
             if step.pack_args:
-                k.affine_pack_kernel(step.acc, *step.factors, res, out, *step.pack_args)
+                k.affine_pack_kernel(step.acc, *step.factors, res, step.out, *step.pack_args)
+                previous = step.out
             else:
-                k.affine_kernel(step.acc, *step.factors, res, out)
-            previous = out
-            res_in = torch.from_numpy(out)
-        return res_in
+                previous = np.empty_like(step.out)
+                k.affine_kernel(step.acc, *step.factors, res, previous)
+        return torch.from_numpy(previous)
 
     def _plan(self, n: int, height: int, width: int) -> tuple[tuple, list[_UnitStep]]:
         """Buffers and kernel arguments of every unit for one input size (cached)."""
@@ -248,22 +284,51 @@ class PackedUnitRun(nn.Module):
             plan = kernel._plan_for(*hw)
             acc = kernel.empty_output(n, plan)
             acc = shared.setdefault(("acc", acc.shape), acc)
-            dtype = self.units[index].conv.scale.numpy().dtype
+            unit = self.units[index]
+            dtype = unit.conv.scale.numpy().dtype
             shape = (n, kernel.out_channels, *plan.out_hw)
             out = shared.setdefault(("out", shape, dtype, index % 2), np.empty(shape, dtype))
             pack_args = ()
             if index + 1 < len(kernels):
                 nxt = kernels[index + 1]._plan_for(*plan.out_hw)
                 pack_args = (*nxt.layout[:2], packed[index + 1][1])
-            unit = self.units[index]
             steps.append(_UnitStep((buffer, planes[0, 0].size,
                                     *plan.kernel_args(kernel._kernel_weights, acc)),
                                    acc, out, pack_args,
                                    (unit.conv.scale.numpy(), unit.conv.shift.numpy()),
-                                   type(unit.shortcut) is nn.Identity))
+                                   self._shortcut(unit, n, hw)))
         first = kernels[0]._plan_for(height, width).layout[:2]
         self._steps[n, height, width] = (*first, packed[0][1]), steps
         return self._steps[n, height, width]
+
+    @staticmethod
+    def pooled_shortcut(unit: PackedConvUnit, in_hw: tuple[int, int]) -> PointwiseConv | None:
+        """The PointwiseConv of a unit whose shortcut is AvgPool2 -> PointwiseConv (Identities
+        aside, as Bi-Real's downsampling one packs), of the unit's output size and dtype at
+        input size ``in_hw``: the run computes it as :class:`_PooledPointwise`. Else None."""
+        if type(unit.shortcut) is not nn.Sequential:
+            return None
+        steps = [m for m in unit.shortcut if type(m) is not nn.Identity]
+        if [type(m) for m in steps] != [AvgPool2, PointwiseConv]:
+            return None
+        pointwise = steps[1]
+        out_hw = unit.conv.kernel.output_hw(*in_hw)
+        same = (in_hw[0] // 2, in_hw[1] // 2) == tuple(out_hw)
+        return pointwise if same and pointwise.weight.dtype == unit.conv.scale.dtype else None
+
+    @classmethod
+    def _shortcut(cls, unit: PackedConvUnit, n: int,
+                  in_hw: tuple[int, int]) -> _Shortcut | None:
+        """How a unit gets its residual (see :class:`_Shortcut`)."""
+        if unit.shortcut is None:
+            return None
+        dtype = unit.conv.scale.dtype
+        if type(unit.shortcut) is nn.Identity:
+            return _IdentityShortcut(unit.shortcut, dtype)
+        pointwise = cls.pooled_shortcut(unit, in_hw)
+        if pointwise is not None:
+            return _PooledPointwise(unit.shortcut, pointwise, n, *in_hw)
+        return _Shortcut(unit.shortcut, dtype)
 
     def _sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """The input size of every unit."""

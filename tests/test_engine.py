@@ -31,6 +31,7 @@ from sofar_cost.engine import (
     PackedConvUnit,
     PackedHead,
     PackedUnitRun,
+    ReluMaxPool,
     TorchBinaryLayer,
     benchmark_end_to_end,
     pack_model,
@@ -293,3 +294,21 @@ def test_binary_linear_is_packed() -> None:
     x = torch.randn(3, 3, 4, 4, generator=torch.manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(packed(x), model(x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(("shape", "size", "stride", "pad"), [
+    ((1, 64, 112, 112), 3, 2, 1),  # the ImageNet stem: whole 8x8 blocks only
+    ((2, 13, 23, 19), 3, 2, 1),  # edges in both directions, two images
+    ((1, 24, 17, 33), 2, 2, 0),
+    ((1, 8, 9, 9), 3, 1, 1),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_relu_maxpool_equals_torch(shape: tuple[int, ...], size: int, stride: int, pad: int,
+                                   dtype: torch.dtype) -> None:
+    """The stem's ReLU + max-pool from channels-last input into NCHW (block transposes and
+    element-wise edges), exactly as torch."""
+    pool = nn.MaxPool2d(size, stride, pad)
+    x = torch.randn(shape, generator=torch.manual_seed(0), dtype=dtype)
+    got = ReluMaxPool(pool)(x.contiguous(memory_format=torch.channels_last))
+    assert got.is_contiguous()
+    assert torch.equal(got, pool(torch.relu(x)))

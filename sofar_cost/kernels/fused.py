@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._conv_kernel import pack_kernel
+from .transpose import BLOCK, transpose_block
 
 
 @njit(inline="always")
@@ -129,25 +130,36 @@ def relu_maxpool_nhwc_kernel(x: np.ndarray, size: int, stride: int, pad: int,
     row_len = width * chans
     for task in prange(n_img * out_h):
         n, i = task // out_h, task % out_h
-        rows = np.zeros(row_len, x.dtype)  # relu: start from 0, not -inf
-        zero = rows[0]
-        for h in range(max(i * stride - pad, 0), min(i * stride - pad + size, height)):
+        # every window holds an input row and column (pad <= size // 2); relu: its first one
+        # is compared with 0, not -inf, instead of zeroing the buffers first
+        rows = np.empty(row_len, x.dtype)
+        zero = x.dtype.type(0)
+        h0 = max(i * stride - pad, 0)
+        for h in range(h0, min(i * stride - pad + size, height)):
             at = np.uint64((n * height + h) * row_len)
             for k in range(row_len):
                 u = np.uint64(k)
-                rows[u] = _larger(xf[at + u], rows[u], zero)
-        tile = np.zeros(out_w * chans, x.dtype)
+                rows[u] = _larger(xf[at + u], rows[u] if h > h0 else zero, zero)
+        tile = np.empty(out_w * chans, x.dtype)
         for j in range(out_w):
             dst = np.uint64(j * chans)
-            for w in range(max(j * stride - pad, 0), min(j * stride - pad + size, width)):
+            w0 = max(j * stride - pad, 0)
+            for w in range(w0, min(j * stride - pad + size, width)):
                 src = np.uint64(w * chans)
                 for c in range(chans):
                     u = np.uint64(c)
-                    tile[dst + u] = _larger(rows[src + u], tile[dst + u], zero)
+                    tile[dst + u] = _larger(rows[src + u], tile[dst + u] if w > w0 else zero,
+                                            zero)
+        # the tile [out_w, chans] into row i of every channel plane: 8x8 blocks in registers,
+        # the edges (widths and channel counts not a multiple of 8) element by element
+        plane, at = out_h * out_w, (n * chans * out_h + i) * out_w
+        whole_c, whole_j = chans - chans % BLOCK, out_w - out_w % BLOCK
+        for c0 in range(0, whole_c, BLOCK):
+            for j0 in range(0, whole_j, BLOCK):
+                transpose_block(tile, j0 * chans + c0, chans, outf, at + c0 * plane + j0, plane)
         for c in range(chans):
-            at = np.uint64(((n * chans + c) * out_h + i) * out_w)
-            for j in range(out_w):
-                outf[at + np.uint64(j)] = tile[np.uint64(j * chans + c)]
+            for j in range(whole_j if c < whole_c else 0, out_w):
+                outf[np.uint64(at + c * plane + j)] = tile[np.uint64(j * chans + c)]
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})

@@ -254,10 +254,17 @@ def _kernel_ops(module: nn.Module, layer: str, args: tuple[Any, ...], out: Any) 
     if x.dim() != 4:
         return []
     n, chans, height, width = x.shape
-    if kind is engine.PackedUnitRun:
-        return [_binary_conv(unit.conv.kernel.name, unit.conv.kernel,
-                             (n, unit.conv.kernel.in_channels, *hw), unit.shortcut is not None)
-                for unit, hw in zip(module.units, module._sizes(height, width), strict=True)]
+    if kind is engine.PackedUnitRun:  # a downsampling shortcut's pool is its own pass
+        ops = []
+        for unit, hw in zip(module.units, module._sizes(height, width), strict=True):
+            chans_in = unit.conv.kernel.in_channels
+            if engine.PackedUnitRun.pooled_shortcut(unit, hw) is not None:
+                pooled = n * chans_in * (hw[0] // 2) * (hw[1] // 2)
+                ops.append(Op(unit.conv.kernel.name, "avgpool2",
+                              (float(n * chans_in * hw[0] * hw[1] + pooled),)))
+            ops.append(_binary_conv(unit.conv.kernel.name, unit.conv.kernel,
+                                    (n, chans_in, *hw), unit.shortcut is not None))
+        return ops
     if kind is engine.PackedDenseRun:  # layer i packs the buffer's channels so far
         grown = itertools.accumulate([chans] + [c.kernel.out_channels for c in module.convs])
         return [_binary_conv(conv.kernel.name, conv.kernel, (n, c, height, width), False)
