@@ -9,7 +9,8 @@ and binarydensenet28 at one thread guided the rest (see ``docs`` in the README):
 
 - :class:`BinaryConvUnit` (sign -> conv -> BN, + shortcut): weight scale E, BN and the
   residual add are fused into that one pass, which also packs the next unit's input, within
-  a stage and across stages (:class:`PackedUnitRun`);
+  a stage and across stages (:class:`PackedUnitRun`, which also runs Bi-Real's downsampling
+  shortcut, average pool and 1x1 product, into buffers it keeps);
 - an eval BN right after a float conv is folded into the conv's weights and bias, and float
   1x1 convs run as one matrix product on NCHW (torch's channels-last 1x1 conv on an NCHW
   input took a slow path: 0.3-0.6 ms per Bi-Real shortcut);
