@@ -136,7 +136,8 @@ class PackedConv(nn.Module):
         shape = self.kernel.output_view(acc, *x.shape[2:]).shape
         out = torch.empty(shape, dtype=self.scale.dtype)
         res = None if residual is None else residual.detach().to(out.dtype).contiguous().numpy()
-        kernels().affine_kernel(acc, self.scale.numpy(), self.shift.numpy(), res, out.numpy())
+        kernels().affine_kernel(acc, self.scale.numpy(), self.shift.numpy(), res, out.numpy(),
+                                False)
         return out.flatten(1) if self.linear else out
 
     def extra_repr(self) -> str:
@@ -227,10 +228,11 @@ class _UnitStep:
 
     conv_args: tuple  # conv_kernel's arguments: packed input ... int32 output
     acc: np.ndarray  # the int32 output as the kernel writes it (empty_output)
-    out: np.ndarray  # float output (reused, except the run's last, which is returned)
+    out: np.ndarray | None  # float output (reused; the run's last: a new array like it)
     pack_args: tuple  # (pad, stride, planes) of the next unit's packed input, or ()
     factors: tuple  # (scale, shift) as numpy arrays
     shortcut: _Shortcut | None  # the residual from the previous output, or no residual
+    in_place: bool  # the output overwrites the residual, a buffer of the run (not ``out``)
 
 
 class PackedUnitRun(nn.Module):
@@ -262,12 +264,16 @@ class PackedUnitRun(nn.Module):
         for step in steps:
             res = None if step.shortcut is None else step.shortcut(previous)
             k.conv_kernel(*step.conv_args)  # after the shortcut: its input was in cache
-            if step.pack_args:
-                k.affine_pack_kernel(step.acc, *step.factors, res, step.out, *step.pack_args)
+            if step.in_place:
+                k.affine_pack_kernel(step.acc, *step.factors, None, res, True, *step.pack_args)
+                previous = res
+            elif step.pack_args:
+                k.affine_pack_kernel(step.acc, *step.factors, res, step.out, False,
+                                     *step.pack_args)
                 previous = step.out
             else:
                 previous = np.empty_like(step.out)
-                k.affine_kernel(step.acc, *step.factors, res, previous)
+                k.affine_kernel(step.acc, *step.factors, res, previous, False)
         return torch.from_numpy(previous)
 
     def _plan(self, n: int, height: int, width: int) -> tuple[tuple, list[_UnitStep]]:
@@ -276,8 +282,10 @@ class PackedUnitRun(nn.Module):
         sizes = self._sizes(height, width)
         packed = [self._planes(k, n, *hw) for k, hw in zip(kernels, sizes, strict=True)]
         # Units share buffers of one shape: a small working set stays in cache between
-        # runs of other code. An int32 output is read only by its own unit's output pass;
-        # float outputs alternate, as a unit reads the one before (its residual).
+        # runs of other code. An int32 output is read only by its own unit's output pass.
+        # A unit whose residual is a buffer of the run (the previous unit's output, or a
+        # downsampling shortcut's) writes its output over it; other float outputs
+        # alternate, as a unit reads the one before (its residual).
         shared: dict[tuple, np.ndarray] = {}
         steps = []
         for index, (kernel, hw) in enumerate(zip(kernels, sizes, strict=True)):
@@ -287,17 +295,26 @@ class PackedUnitRun(nn.Module):
             acc = shared.setdefault(("acc", acc.shape), acc)
             unit = self.units[index]
             dtype = unit.conv.scale.numpy().dtype
-            shape = (n, kernel.out_channels, *plan.out_hw)
-            out = shared.setdefault(("out", shape, dtype, index % 2), np.empty(shape, dtype))
             pack_args = ()
             if index + 1 < len(kernels):
                 nxt = kernels[index + 1]._plan_for(*plan.out_hw)
                 pack_args = (*nxt.layout[:2], packed[index + 1][1])
+            shortcut = self._shortcut(unit, n, hw)
+            in_place = bool(pack_args) and (isinstance(shortcut, _PooledPointwise) or (
+                type(shortcut) is _IdentityShortcut and index > 0
+                and steps[-1].factors[0].dtype == dtype))
+            out = None
+            if not in_place:
+                shape = (n, kernel.out_channels, *plan.out_hw)
+                key = ("out", shape, dtype, index % 2)
+                if key not in shared:
+                    shared[key] = np.empty(shape, dtype)
+                out = shared[key]
             steps.append(_UnitStep((buffer, planes[0, 0].size,
                                     *plan.kernel_args(kernel._kernel_weights, acc)),
                                    acc, out, pack_args,
                                    (unit.conv.scale.numpy(), unit.conv.shift.numpy()),
-                                   self._shortcut(unit, n, hw)))
+                                   shortcut, in_place))
         first = kernels[0]._plan_for(height, width).layout[:2]
         self._steps[n, height, width] = (*first, packed[0][1]), steps
         return self._steps[n, height, width]
@@ -380,7 +397,8 @@ class PackedDenseRun(nn.Module):
             k.conv_kernel(packed, planes[0, 0].size,
                           *plan.kernel_args(kernel._kernel_weights, acc))
             grown = c + kernel.out_channels
-            k.affine_kernel(acc, conv.scale.numpy(), conv.shift.numpy(), None, buf[:, c:grown])
+            k.affine_kernel(acc, conv.scale.numpy(), conv.shift.numpy(), None, buf[:, c:grown],
+                            False)
             c = grown
         return buffer
 

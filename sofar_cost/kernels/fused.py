@@ -26,14 +26,17 @@ from .transpose import BLOCK, transpose_block
 
 
 @njit(inline="always")
-def _affine_plane(acc, scale, shift, residual, out, n, c):
+def _affine_plane(acc, scale, shift, residual, out, in_place, n, c):
     """One channel plane of :func:`affine_kernel`. The int32 sum converts to float32 exactly
     (it is far below 2^24), so float32 models compute in float32 (twice as fast as the
     float64 that int32 * float32 promotes to), float64 ones in float64."""
     s, z = scale[c], shift[c]
     for h in range(out.shape[2]):
         src, dst = acc[n, c, h], out[n, c, h]
-        if residual is None:
+        if in_place:  # one array read and written: no aliasing for LLVM to check
+            for w in range(out.shape[3]):
+                dst[w] = np.float32(src[w]) * s + z + dst[w]
+        elif residual is None:
             for w in range(out.shape[3]):
                 dst[w] = np.float32(src[w]) * s + z
         else:
@@ -44,29 +47,33 @@ def _affine_plane(acc, scale, shift, residual, out, n, c):
 
 @njit(parallel=True, cache=True)
 def affine_kernel(acc: np.ndarray, scale: np.ndarray, shift: np.ndarray,
-                  residual: np.ndarray | None, out: np.ndarray) -> None:
+                  residual: np.ndarray | None, out: np.ndarray, in_place: bool) -> None:
     """``out[n, c] = acc[n, c] * scale[c] + shift[c] (+ residual[n, c])``, int32 -> float in
     one NCHW pass (``out`` may be a channel slice of a larger buffer). ``acc`` is the
     conv kernel's C-contiguous output (:meth:`.PackedBinaryConv2d.empty_output`), of which
     the top-left ``out.shape`` is read: its rows read as contiguous vectors (through a
     strided [N, C, Ho, Wo] view the pass took 3x as long). Numba compiles the
-    ``residual=None`` call without the residual branch."""
+    ``residual=None`` call without the residual branch.
+
+    ``in_place``: ``out`` already holds the residual (``residual`` is then None), and the
+    result overwrites it: one float buffer instead of two, which stays in cache from one
+    unit to the next (a packed bireal18 forward, paired: 0.985x the time)."""
     n_img, chans = out.shape[:2]
     for task in prange(n_img * chans):
-        _affine_plane(acc, scale, shift, residual, out, task // chans, task % chans)
+        _affine_plane(acc, scale, shift, residual, out, in_place, task // chans, task % chans)
 
 
 @njit(cache=True)
 def affine_pack_kernel(acc: np.ndarray, scale: np.ndarray, shift: np.ndarray,
-                       residual: np.ndarray | None, out: np.ndarray, pad: int, stride: int,
-                       planes: np.ndarray) -> None:
+                       residual: np.ndarray | None, out: np.ndarray, in_place: bool, pad: int,
+                       stride: int, planes: np.ndarray) -> None:
     """:func:`affine_kernel` into C-contiguous ``out``, then the signs of what it wrote (the
     stored values, as torch takes them) packed into zeroed ``planes`` [N, words, s*s, Hq, Wq]
     for the next binary conv (its layout ``pad``, ``stride``) by :func:`.pack_kernel`, which
     reads several rows of a plane as one run: the next layer's call packs nothing. (A
     per-row single pass, value, store and bit per channel, measured 2x slower; packing row
     by row 2-5x slower on the 28x28 to 7x7 planes.)"""
-    affine_kernel(acc, scale, shift, residual, out)
+    affine_kernel(acc, scale, shift, residual, out, in_place)
     pack_kernel(out, pad, stride, planes)
 
 
