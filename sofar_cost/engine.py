@@ -284,10 +284,20 @@ class PackedUnitRun(nn.Module):
         # Units share buffers of one shape: a small working set stays in cache between
         # runs of other code. An int32 output is read only by its own unit's output pass.
         # A unit whose residual is a buffer of the run (the previous unit's output, or a
-        # downsampling shortcut's) writes its output over it; other float outputs
-        # alternate, as a unit reads the one before (its residual).
-        shared: dict[tuple, np.ndarray] = {}
-        steps = []
+        # downsampling shortcut's) writes its output over it; any other unit writes into
+        # a buffer that does not hold the previous output (which its shortcut reads).
+        shared: dict[tuple, Any] = {}
+        steps: list[_UnitStep] = []
+        previous = None  # the buffer holding the previous unit's output, where shared
+
+        def buffer_besides(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+            pair = shared.setdefault(("out", shape, dtype), [])
+            free = [b for b in pair if b is not previous]
+            if not free:
+                pair.append(np.empty(shape, dtype))
+                free = pair[-1:]
+            return free[0]
+
         for index, (kernel, hw) in enumerate(zip(kernels, sizes, strict=True)):
             buffer, planes = packed[index]
             plan = kernel._plan_for(*hw)
@@ -305,11 +315,9 @@ class PackedUnitRun(nn.Module):
                 and steps[-1].factors[0].dtype == dtype))
             out = None
             if not in_place:
-                shape = (n, kernel.out_channels, *plan.out_hw)
-                key = ("out", shape, dtype, index % 2)
-                if key not in shared:
-                    shared[key] = np.empty(shape, dtype)
-                out = shared[key]
+                out = previous = buffer_besides((n, kernel.out_channels, *plan.out_hw), dtype)
+            elif isinstance(shortcut, _PooledPointwise):
+                previous = None  # the shortcut's own buffer
             steps.append(_UnitStep((buffer, planes[0, 0].size,
                                     *plan.kernel_args(kernel._kernel_weights, acc)),
                                    acc, out, pack_args,

@@ -38,7 +38,7 @@ from sofar_cost.engine import (
 )
 from sofar_cost.errors import SofarError
 from sofar_cost.models import PRESETS, create_model, list_models
-from sofar_cost.models.layers import DATASETS, ClassifierHead
+from sofar_cost.models.layers import DATASETS, BinaryConvUnit, ClassifierHead
 
 IMAGENET_WIDTH = 8  # reduced widths keep ImageNet nets fast; every block type is still built
 # The larq-zoo presets are ImageNet only, and some (AlexNet's dense layers) need 224x224.
@@ -312,3 +312,29 @@ def test_relu_maxpool_equals_torch(shape: tuple[int, ...], size: int, stride: in
     got = ReluMaxPool(pool)(x.contiguous(memory_format=torch.channels_last))
     assert got.is_contiguous()
     assert torch.equal(got, pool(torch.relu(x)))
+
+
+class PassThrough(nn.Module):
+    """A shortcut module that returns its input itself (no copy)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_unit_run_buffers_with_mixed_shortcuts() -> None:
+    """A unit run whose units write over their residual (identity after a unit, Bi-Real's
+    downsampling) beside units that must not: a torch shortcut that hands back the previous
+    output itself, a halving one, no shortcut; equal to torch in float64."""
+    units = [BinaryConvUnit(8, 8), BinaryConvUnit(8, 8), BinaryConvUnit(8, 8),
+             BinaryConvUnit(8, 8), BinaryConvUnit(8, 16, stride=2), BinaryConvUnit(16, 16),
+             BinaryConvUnit(16, 16, residual=False), BinaryConvUnit(16, 16)]
+    units[2].shortcut, units[3].shortcut = PassThrough(), nn.Sequential(nn.Identity(),
+                                                                        nn.AvgPool2d(1))
+    model = randomized(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *units)).double()
+    packed = pack_model(model)
+    assert [type(m) for m in packed][1:] == [PackedUnitRun]
+    x = torch.randn(2, 3, 12, 12, generator=torch.manual_seed(0), dtype=torch.float64)
+    with torch.inference_mode():
+        want = model(x)
+        for _ in range(2):  # buffers reused by the second forward
+            torch.testing.assert_close(packed(x), want, rtol=1e-9, atol=1e-9)
