@@ -324,7 +324,7 @@ class PassThrough(nn.Module):
 def test_unit_run_buffers_with_mixed_shortcuts() -> None:
     """A unit run whose units write over their residual (identity after a unit, Bi-Real's
     downsampling) beside units that must not: a torch shortcut that hands back the previous
-    output itself, a halving one, no shortcut; equal to torch in float64."""
+    output itself, one that returns a copy, no shortcut; equal to torch in float64."""
     units = [BinaryConvUnit(8, 8), BinaryConvUnit(8, 8), BinaryConvUnit(8, 8),
              BinaryConvUnit(8, 8), BinaryConvUnit(8, 16, stride=2), BinaryConvUnit(16, 16),
              BinaryConvUnit(16, 16, residual=False), BinaryConvUnit(16, 16)]

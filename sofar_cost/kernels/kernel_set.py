@@ -25,7 +25,7 @@ from numba.np.ufunc import parallel
 from . import _conv_kernel as conv
 from . import fused
 
-__all__ = ["Kernels", "kernels", "thread_count"]
+__all__ = ["Kernels", "kernels"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _serial_set() -> Kernels:
 SERIAL = _serial_set()
 
 
-def thread_count() -> int:
+def _numba_threads() -> int:
     """``numba.get_num_threads()``, read straight from the threading layer once it runs:
     the public call takes a multiprocessing lock every time, which cost 7-30 us per call
     in a packed bireal18 forward right after a float one (68 us over its 5 calls)."""
@@ -90,4 +90,4 @@ def thread_count() -> int:
 
 def kernels() -> Kernels:
     """The set for Numba's current thread count (serial at one thread)."""
-    return SERIAL if thread_count() == 1 else PARALLEL
+    return SERIAL if _numba_threads() == 1 else PARALLEL
